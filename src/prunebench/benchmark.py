@@ -1,0 +1,154 @@
+"""Benchmark stage: time one cell (model, method, backend, input length, output length, batch).
+
+The prompt is ``in_len`` seeded random token ids, repeated over the batch; exactly
+``out_len`` tokens are generated greedily (``min_new_tokens = max_new_tokens``), so every
+method does the same work.  ``warmup_runs`` untimed generations (of ``warmup_new_tokens``
+tokens) precede ``timed_runs`` timed ones; on CUDA each run is bracketed by
+``torch.cuda.synchronize``.  Latency is the wall time of one whole ``generate`` call
+(prefill + decode); throughput = batch x out_len / latency (generated tokens per second).
+
+A CUDA out-of-memory error is a result: the cell is written with ``status: "oom"``.
+
+Cell file: ``results/bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json``, fields
+listed in :data:`FIELDS` (``latencies_s`` holds every timed run).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import statistics
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .io import write_json
+
+SCHEMA = "prunebench-bench-cell/1"
+FIELDS = (
+    "schema", "model", "method", "backend", "in_len", "out_len", "batch", "params", "num_layers",
+    "weights", "dtype", "attn_implementation", "device", "device_name", "status", "error",
+    "latencies_s", "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s",
+    "peak_mem_gib", "warmup_runs", "warmup_new_tokens", "timed_runs", "versions", "finished_at",
+)
+
+BACKENDS = ("hf-eager",)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default method), ``q`` in [0, 1]."""
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("no values")
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarise(latencies: list[float], batch: int, out_len: int) -> dict:
+    med = statistics.median(latencies)
+    return {
+        "latency_s": med,
+        "latency_p10_s": quantile(latencies, 0.10),
+        "latency_p90_s": quantile(latencies, 0.90),
+        "throughput_tok_s": batch * out_len / med,
+    }
+
+
+def versions() -> dict:
+    import transformers
+
+    v = {"python": platform.python_version(), "torch": torch.__version__,
+         "transformers": transformers.__version__}
+    if torch.cuda.is_available():
+        v["cuda"] = torch.version.cuda
+    return v
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def generate_once(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    return model.generate(
+        input_ids=prompt,
+        attention_mask=torch.ones_like(prompt),
+        do_sample=False,
+        min_new_tokens=new_tokens,
+        max_new_tokens=new_tokens,
+        pad_token_id=0,
+        use_cache=True,
+    )
+
+
+def time_generation(model, prompt: torch.Tensor, out_len: int, *, warmup_runs: int,
+                    warmup_new_tokens: int, timed_runs: int, device: torch.device) -> list[float]:
+    with torch.inference_mode():
+        for _ in tqdm(range(warmup_runs), desc="warm-up", mininterval=1):
+            generate_once(model, prompt, warmup_new_tokens)
+        _sync(device)
+        latencies = []
+        for _ in tqdm(range(timed_runs), desc="timed runs", mininterval=1):
+            _sync(device)
+            t0 = time.perf_counter()
+            out = generate_once(model, prompt, out_len)
+            _sync(device)
+            latencies.append(time.perf_counter() - t0)
+            got = out.shape[1] - prompt.shape[1]
+            if got != out_len:
+                raise RuntimeError(f"generate produced {got} tokens, expected exactly {out_len}")
+    return latencies
+
+
+def make_prompt(vocab_size: int, in_len: int, batch: int, seed: int, device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = min(100, vocab_size // 2)  # stay clear of special tokens
+    ids = torch.randint(low, vocab_size, (1, in_len), generator=g)
+    return ids.expand(batch, in_len).contiguous().to(device)
+
+
+def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend: str,
+        in_len: int, out_len: int, batch: int, dtype: str, device: str, attn_implementation: str,
+        warmup_runs: int, warmup_new_tokens: int, timed_runs: int, seed: int = 0) -> dict:
+    from .models import load_model, read_manifest, resolve_device, weights_kind
+
+    if backend not in BACKENDS:
+        raise ValueError(f"benchmark.backends: unknown backend {backend!r}; expected one of {BACKENDS}")
+    dev = resolve_device(device)
+    man = read_manifest(model_dir)
+    rec = {k: None for k in FIELDS}
+    rec.update(schema=SCHEMA, model=model_name, method=method, backend=backend, in_len=in_len,
+               out_len=out_len, batch=batch, params=man["params"], num_layers=man["num_layers"],
+               weights=weights_kind(model_dir), dtype=dtype, attn_implementation=attn_implementation,
+               device=dev.type, device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+               warmup_runs=warmup_runs, warmup_new_tokens=warmup_new_tokens, timed_runs=timed_runs,
+               versions=versions())
+    model = None
+    try:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+        model = load_model(model_dir, dtype=dtype, device=dev, attn_implementation=attn_implementation)
+        prompt = make_prompt(model.config.vocab_size, in_len, batch, seed, dev)
+        lat = time_generation(model, prompt, out_len, warmup_runs=warmup_runs,
+                              warmup_new_tokens=warmup_new_tokens, timed_runs=timed_runs, device=dev)
+        rec.update(status="ok", latencies_s=lat, **summarise(lat, batch, out_len))
+    except Exception as exc:  # noqa: BLE001
+        if not is_oom(exc):
+            raise
+        rec.update(status="oom", error=str(exc).splitlines()[0][:300])
+    finally:
+        if dev.type == "cuda":
+            rec["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+        del model
+    rec["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json(out_path, rec)
+    return rec

@@ -1,0 +1,67 @@
+"""Command line: ``python -m prunebench <stage> key=value ...`` calls ``prunebench.<stage>.run``.
+
+Each ``key=value`` becomes a keyword argument of the stage's ``run`` function: values of
+parameters annotated ``str`` are passed as text, all others are parsed as JSON (numbers,
+lists, objects, ``null``).  The Snakemake rules call exactly this, so every step can also be
+run by hand.  Known failures (bad artifact, bad setting) print one line naming the file or
+the config key and exit with status 1; anything else keeps its traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import sys
+import time
+
+STAGES = ("corpus", "data", "source", "prune", "perplexity", "benchmark", "aggregate", "figure")
+
+
+def parse_kwargs(fn, items: list[str]) -> dict:
+    sig = inspect.signature(fn)
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"argument {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        if key not in sig.parameters:
+            raise SystemExit(f"argument {key!r}: {fn.__module__}.run takes {list(sig.parameters)}")
+        ann = sig.parameters[key].annotation
+        if ann in ("str", str):
+            out[key] = value
+        else:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raise SystemExit(f"argument {key}: not valid JSON: {value!r}") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("stages:", ", ".join(STAGES))
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"unknown stage {stage!r}; expected one of {STAGES}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    from .config import ConfigError
+    from .io import ArtifactError
+
+    mod = importlib.import_module(f"prunebench.{stage}")
+    kwargs = parse_kwargs(mod.run, rest)
+    t0 = time.perf_counter()
+    try:
+        result = mod.run(**kwargs)
+    except (ArtifactError, ConfigError) as exc:
+        print(f"prunebench {stage}: error: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("prunebench").info("%s done in %.1f s", stage, time.perf_counter() - t0)
+    if isinstance(result, dict):
+        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
+    return 0

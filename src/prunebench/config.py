@@ -1,0 +1,184 @@
+"""Config validation: JSON schema (with defaults) plus the checks a schema cannot express.
+
+Every problem is reported as ``config key <dotted.path>: <what is wrong>``, all at once,
+before Snakemake schedules any job.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config has values the pipeline refuses."""
+
+
+def _path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
+
+
+def _validator(schema: dict):
+    from jsonschema import Draft202012Validator, validators
+
+    base = Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = _copy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    cls = validators.extend(base, {"properties": set_defaults})
+    return cls(schema)
+
+
+def _copy(v):
+    import copy
+
+    return copy.deepcopy(v)
+
+
+def schema_errors(config: dict, schema_path: str | os.PathLike = SCHEMA) -> list[str]:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = []
+    for err in sorted(_validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        errors.append(f"config key {_path(err.absolute_path)}: {err.message}")
+    return errors
+
+
+def semantic_errors(config: dict) -> list[str]:
+    """Checks across keys; assumes the schema passed."""
+    from .models import estimate_llama_params, resolve_path
+
+    errs: list[str] = []
+    corpora = config["corpora"]
+    for key in ("calibration", "perplexity"):
+        name = config[key]["corpus"]
+        if name not in corpora:
+            errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(corpora)})")
+
+    for name, spec in corpora.items():
+        src = spec["source"]
+        if src == "files":
+            paths = spec.get("paths")
+            if not paths or not isinstance(paths, list):
+                errs.append(f"config key corpora.{name}.paths: a non-empty list of files is required for source 'files'")
+        if src == "hf" and not spec.get("dataset"):
+            errs.append(f"config key corpora.{name}.dataset: required for source 'hf'")
+
+    try:
+        from .methods import REGISTRY, SETTINGS_SCHEMAS
+    except ImportError as exc:  # pragma: no cover
+        errs.append(f"cannot import the method registry: {exc}")
+        REGISTRY, SETTINGS_SCHEMAS = {}, {}
+    for name, spec in config["methods"].items():
+        algo = spec["method"]
+        if algo not in REGISTRY:
+            errs.append(f"config key methods.{name}.method: unknown method {algo!r}; registered: {sorted(REGISTRY)}")
+            continue
+        sub = SETTINGS_SCHEMAS.get(algo)
+        if sub:
+            for err in _validator(sub).iter_errors({k: v for k, v in spec.items() if k != "method"}):
+                errs.append(f"config key methods.{name}{'.' if err.absolute_path else ''}{_path(err.absolute_path) if err.absolute_path else ''}: {err.message}")
+
+    for name, spec in config["models"].items():
+        k = f"models.{name}"
+        w = spec["weights"]
+        if w in ("pretrained", "gguf") and not spec.get("path"):
+            errs.append(f"config key {k}.path: required for weights {w!r} (hub id or local directory)")
+        if w == "gguf":
+            if not spec.get("gguf_file"):
+                errs.append(f"config key {k}.gguf_file: required for weights 'gguf'")
+            elif spec.get("path"):
+                try:
+                    folder = resolve_path(spec["path"])
+                except FileNotFoundError as exc:
+                    errs.append(f"config key {k}.path: {exc}")
+                else:
+                    if not (Path(folder) / spec["gguf_file"]).is_file():
+                        errs.append(f"config key {k}.gguf_file: {spec['gguf_file']!r} not found in {folder}")
+        if w == "random" and not spec.get("architecture"):
+            local = spec.get("path") and Path(spec["path"]).joinpath("config.json").is_file()
+            if not local:
+                errs.append(f"config key {k}.architecture: weights 'random' needs the architecture (or path to a local folder with config.json)")
+        arch = spec.get("architecture")
+        if arch:
+            need = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"]
+            missing = [x for x in need if x not in arch]
+            if missing:
+                errs.append(f"config key {k}.architecture: missing {missing}")
+            else:
+                for x in need:
+                    if not isinstance(arch[x], int) or arch[x] < 1:
+                        errs.append(f"config key {k}.architecture.{x}: must be a positive integer, got {arch[x]!r}")
+                if not errs or all(f"{k}.architecture" not in e for e in errs):
+                    dense = estimate_llama_params(arch)
+                    p = spec["budget"].get("params")
+                    if p is not None and p >= dense:
+                        errs.append(f"config key {k}.budget.params: {p:,.0f} is not smaller than the dense model ({dense:,} parameters)")
+
+    bench = config["benchmark"]
+    for key, pool in (("methods", config["methods"]), ("models", config["models"])):
+        for item in bench.get(key) or []:
+            if item not in pool:
+                errs.append(f"config key benchmark.{key}: {item!r} is not an entry of {key} ({sorted(pool)})")
+    return errs
+
+
+def cuda_errors(config: dict) -> list[str]:
+    wants = [k for k in ("benchmark", "pruning", "perplexity") if config.get(k, {}).get("device") == "cuda"]
+    if not wants:
+        return []
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return [f"config key {k}.device: 'cuda' is demanded but this machine has no CUDA device "
+            "(use 'auto' or 'cpu', or submit to a GPU node)" for k in wants]
+
+
+def validate(config: dict, *, check_cuda: bool = True, schema_path=SCHEMA) -> dict:
+    """Fill defaults into ``config`` (in place) and raise ConfigError listing every problem."""
+    errs = schema_errors(config, schema_path)
+    if not errs:
+        errs = semantic_errors(config)
+    if not errs and check_cuda:
+        errs = cuda_errors(config)
+    if errs:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errs))
+    for name, spec in config["models"].items():
+        spec.setdefault("family", name)
+    return config
+
+
+# --------------------------------------------------------------------------- derived values
+
+def bench_models(config: dict) -> list[str]:
+    return list(config["benchmark"].get("models") or config["models"])
+
+
+def bench_methods(config: dict) -> list[str]:
+    return list(config["benchmark"].get("methods") or config["methods"])
+
+
+def cells(config: dict) -> list[dict]:
+    b = config["benchmark"]
+    return [
+        dict(model=m, method=meth, backend=be, in_len=i, out_len=o, batch=bs)
+        for m, meth, be, i, o, bs in itertools.product(
+            bench_models(config), bench_methods(config), b["backends"], b["input_lengths"],
+            b["output_lengths"], b["batch_sizes"])
+    ]
+
+
+def families(config: dict) -> dict[str, str]:
+    return {name: spec.get("family", name) for name, spec in config["models"].items()}

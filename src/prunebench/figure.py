@@ -1,0 +1,80 @@
+"""Figure stage: the paper's throughput-latency grid from ``benchmark.csv``.
+
+One row of panels per model family, one panel per (input length, output length) pair,
+one line per method with one marker per batch size (labelled with the batch size);
+latency (s) on x, throughput (generated tokens/s) on a log2 y axis.  The legend gives
+each method's parameter count.  Cells that ran out of memory are listed under the panel.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+
+def _fmt_params(n: float) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def draw(df: pd.DataFrame, title: str | None = None):
+    ok = df[df["status"] == "ok"]
+    families = list(dict.fromkeys(df["family"]))
+    panels = sorted({(int(i), int(o)) for i, o in zip(df["in_len"], df["out_len"])})
+    methods = list(dict.fromkeys(df["method"]))
+    palette = dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    markers = dict(zip(methods, "osD^vP*X"))
+    fig, axes = plt.subplots(len(families), len(panels), figsize=(4.2 * len(panels), 3.6 * len(families)),
+                             squeeze=False)
+    for r, fam in enumerate(families):
+        for c, (i, o) in enumerate(panels):
+            ax = axes[r][c]
+            sub = ok[(ok["family"] == fam) & (ok["in_len"] == i) & (ok["out_len"] == o)]
+            for m in methods:
+                s = sub[sub["method"] == m].sort_values("batch")
+                if s.empty:
+                    continue
+                label = f"{m} ({_fmt_params(s['params'].iloc[0])})"
+                ax.plot(s["latency_s"], s["throughput_tok_s"], marker=markers[m], color=palette[m],
+                        label=label, lw=1.2, ms=4)
+                for _, row in s.iterrows():
+                    ax.annotate(str(int(row["batch"])), (row["latency_s"], row["throughput_tok_s"]),
+                                textcoords="offset points", xytext=(3, 3), fontsize=6, color=palette[m])
+            ax.set_yscale("log", base=2)
+            ax.set_title(f"{fam}: in {i} / out {o} tokens", fontsize=9)
+            ax.set_xlabel("latency (s)")
+            ax.set_ylabel("throughput (tokens/s)")
+            ax.grid(True, which="both", alpha=0.3)
+            oom = df[(df["family"] == fam) & (df["in_len"] == i) & (df["out_len"] == o) & (df["status"] == "oom")]
+            if not oom.empty:
+                txt = "OOM: " + ", ".join(f"{m} bs{b}" for m, b in zip(oom["method"], oom["batch"]))
+                ax.text(0.01, -0.28, txt, transform=ax.transAxes, fontsize=6, color="crimson")
+            if not sub.empty:
+                ax.legend(fontsize=6, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def run(bench_csv: str, out_png: str, out_pdf: str) -> None:
+    """One row of panels per model family -- per (family, backend) when several backends ran."""
+    df = pd.read_csv(bench_csv)
+    if df.empty:
+        raise ValueError(f"{bench_csv}: no benchmark rows to plot")
+    if df["backend"].nunique() > 1:
+        df = df.assign(family=df["family"] + " · " + df["backend"])
+    devices = ", ".join(sorted(set(map(str, df["device_name"].dropna()))))
+    weights = ", ".join(sorted(set(map(str, df["weights"].dropna()))))
+    backends = ", ".join(sorted(set(map(str, df["backend"]))))
+    title = f"{backends} · {devices} · {df['dtype'].iloc[0]} · weights: {weights}"
+    fig = draw(df, title)
+    for path in (out_png, out_pdf):
+        suffix = "." + path.rsplit(".", 1)[-1]
+        with atomic_path(path, suffix=suffix) as tmp:
+            fig.savefig(tmp, dpi=150, format=suffix[1:])
+    plt.close(fig)

@@ -1,0 +1,21 @@
+"""Pruning methods: one file per method, all behind one interface.
+
+A method is a function ``prune(model, calibration, budget, settings) -> PrunedModel``
+registered under a name with :func:`register`.  ``config.yaml`` names entries of
+``methods:`` whose ``method:`` key picks the registered function; the remaining keys
+of the entry are its ``settings``.  Adding a method = adding one file here (imported
+below) and one config entry.
+"""
+from __future__ import annotations
+
+from .base import REGISTRY, SETTINGS_SCHEMAS, Budget, PrunedModel, get_method, register  # noqa: F401
+
+# Each import registers its method.
+from . import dense, depth  # noqa: F401,E402
+
+for _optional in ("llm_pruner", "flap"):
+    try:  # width-pruning methods live in their own files
+        __import__(f"{__name__}.{_optional}")
+    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a file is absent
+        if _exc.name != f"{__name__}.{_optional}":
+            raise

@@ -1,0 +1,58 @@
+"""Prune stage: base model folder + calibration tokens -> pruned model folder + report.
+
+Writes ``results/models/<model>/<method>/`` (format: :mod:`prunebench.models`) and the
+report ``results/prune/<model>/<method>.json``: method, settings, budget, parameter counts
+before/after, seconds, and the method's own fields (block scores, removed blocks, per-layer
+widths, ...).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+from . import data as data_mod
+from .io import write_json
+from .methods import Budget, get_method
+from .models import count_params, load_model, resolve_device, save_model, save_reference, weights_kind
+
+log = logging.getLogger(__name__)
+
+
+def run(base_dir: str, calibration_path: str, out_dir: str, report_path: str, *, model_name: str,
+        method_name: str, method_spec: dict, budget_cfg: dict | None, device: str, dtype: str,
+        seed: int = 0) -> dict:
+    t0 = time.perf_counter()
+    settings = {k: v for k, v in method_spec.items() if k != "method"}
+    method = get_method(method_spec["method"])
+    weights = weights_kind(base_dir)
+    if method_spec["method"] == "dense":
+        # no copy of the weights: the folder points at the base model
+        man = save_reference(base_dir, out_dir, model_name=model_name, method=method_name)
+        report = {"params_before": man["params"], "params_after": man["params"]}
+    else:
+        dev = resolve_device(device)
+        torch.manual_seed(seed)
+        model = load_model(base_dir, dtype=dtype, device=dev)
+        calib, calib_meta = data_mod.load_tokens(calibration_path)
+        budget = Budget.from_config(budget_cfg, count_params(model), key=f"models.{model_name}.budget")
+        result = method(model, calib, budget, settings)
+        report = result.report
+        model = result.model
+        save_kind = "random" if weights == "random" else "safetensors"
+        man = save_model(model, out_dir, model_name=model_name, method=method_name,
+                         weights=save_kind, seed=seed)
+        report.setdefault("params_before", budget.dense_params)
+        report["params_after"] = count_params(model)
+        report["budget"] = {"target_params": budget.target_params, "ratio": budget.ratio,
+                            "error": report["params_after"] / budget.target_params - 1}
+        report["calibration"] = calib_meta
+        report["device"] = str(dev)
+    report = {"model": model_name, "method": method_name, "algorithm": method_spec["method"],
+              "settings": settings, "weights": weights, **report,
+              "structure": man.get("structure"), "num_layers": man["num_layers"],
+              "seconds": round(time.perf_counter() - t0, 2)}
+    write_json(report_path, report)
+    return report

@@ -1,0 +1,40 @@
+# Tokenisation: corpus -> calibration windows / evaluation windows for one model's tokenizer.
+def _data_corpus(wc):
+    key = "calibration" if wc.split == "calibration" else "perplexity"
+    return config[key]["corpus"]
+
+
+def _data_input(wc):
+    spec = config["models"][wc.model]
+    if spec["weights"] == "random" and not spec.get("tokenizer"):
+        return []  # random token ids: no corpus needed
+    return f"{RESULTS}/corpora/{_data_corpus(wc)}.txt"
+
+
+def _data_params(wc):
+    if wc.split == "calibration":
+        c = config["calibration"]
+        return J({"n_samples": c["n_samples"], "seq_len": c["seq_len"], "seed": c["seed"], "max_windows": None})
+    p = config["perplexity"]
+    return J({"n_samples": None, "seq_len": p["seq_len"], "seed": config["calibration"]["seed"],
+              "max_windows": p["max_windows"]})
+
+
+rule data:
+    input:
+        _data_input,
+    output:
+        ids=f"{RESULTS}/data/{{model}}/{{split}}.safetensors",
+        meta=f"{RESULTS}/data/{{model}}/{{split}}.json",
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        corpus=_data_corpus,
+        settings=_data_params,
+    log:
+        f"{RESULTS}/logs/data/{{model}}/{{split}}.log",
+    conda:
+        "../../envs/prunebench.yaml"
+    shell:
+        "{PY} data split={wildcards.split} spec={params.spec:q} corpus_path='{input}'"
+        " out_path={output.ids:q} model_name={wildcards.model} corpus_name={params.corpus}"
+        " settings={params.settings:q} > {log:q} 2>&1"

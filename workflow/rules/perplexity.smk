@@ -1,0 +1,21 @@
+# Perplexity of every (model, method) on the evaluation windows.
+rule perplexity:
+    input:
+        model=f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json",
+        data=f"{RESULTS}/data/{{model}}/eval.safetensors",
+    output:
+        f"{RESULTS}/perplexity/{{model}}/{{method}}.json",
+    params:
+        batch_size=config["perplexity"]["batch_size"],
+        device=config["perplexity"]["device"],
+        dtype=config["perplexity"]["dtype"],
+    resources:
+        gpu=gpu_resources(config["perplexity"]["device"]),
+    log:
+        f"{RESULTS}/logs/perplexity/{{model}}/{{method}}.log",
+    conda:
+        "../../envs/prunebench.yaml"
+    shell:
+        "{PY} perplexity model_dir=$(dirname {input.model:q}) data_path={input.data:q} out_path={output:q}"
+        " model_name={wildcards.model} method={wildcards.method} batch_size={params.batch_size}"
+        " device={params.device} dtype={params.dtype} > {log:q} 2>&1"

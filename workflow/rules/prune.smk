@@ -1,0 +1,26 @@
+# Pruning: base model + calibration windows -> pruned model folder + JSON report.
+rule prune:
+    input:
+        base=f"{RESULTS}/models/{{model}}/base/prunebench.json",
+        calibration=f"{RESULTS}/data/{{model}}/calibration.safetensors",
+    output:
+        manifest=f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json",
+        report=f"{RESULTS}/prune/{{model}}/{{method}}.json",
+    params:
+        method=lambda wc: method_spec(wc.method),
+        budget=lambda wc: J(config["models"][wc.model]["budget"]),
+        device=config["pruning"]["device"],
+        dtype=config["pruning"]["dtype"],
+        seed=config["pruning"]["seed"],
+    resources:
+        gpu=lambda wc: 0 if config["methods"][wc.method]["method"] == "dense" else gpu_resources(config["pruning"]["device"]),
+    log:
+        f"{RESULTS}/logs/prune/{{model}}/{{method}}.log",
+    conda:
+        "../../envs/prunebench.yaml"
+    shell:
+        "{PY} prune base_dir=$(dirname {input.base:q}) calibration_path={input.calibration:q}"
+        " out_dir=$(dirname {output.manifest:q}) report_path={output.report:q}"
+        " model_name={wildcards.model} method_name={wildcards.method} method_spec={params.method:q}"
+        " budget_cfg={params.budget:q} device={params.device} dtype={params.dtype} seed={params.seed}"
+        " > {log:q} 2>&1"
