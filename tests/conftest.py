@@ -1,7 +1,89 @@
-"""Shared pytest configuration."""
+"""Shared fixtures: tiny random LLaMA models (MHA and GQA), an offline tokenizer, text."""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+WORDS = ("the a one every some old young quiet bright small great dark green cold "
+         "river house garden letter sister friend morning evening window road city "
+         "walked wrote found kept spoke loved heard carried opened watched remembered "
+         "slowly gladly never always near under over beside through after before").split()
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "network: needs network access to PyPI / Debian mirrors (deselect with -m 'not network')"
-    )
+def make_text(n_docs: int = 40, seed: int = 0) -> str:
+    """Deterministic English-like text: documents of sentences, blank-line separated."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        sents = []
+        for _ in range(rng.randint(4, 9)):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(5, 14))]
+            sents.append(" ".join(words).capitalize() + ".")
+        docs.append(" ".join(sents))
+    return "\n\n".join(docs) + "\n"
+
+
+def tiny_arch(gqa: bool = False, layers: int = 8, vocab: int = 300) -> dict:
+    return dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                num_attention_heads=8, num_key_value_heads=2 if gqa else 8, vocab_size=vocab,
+                max_position_embeddings=512, tie_word_embeddings=False)
+
+
+def train_tokenizer(text: str, vocab: int, out_dir: Path):
+    """A byte-level BPE tokenizer trained offline on ``text`` and saved to ``out_dir``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<eos>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(text.split("\n"), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def make_pretrained(out_dir: Path, arch: dict, text: str, seed: int = 0) -> Path:
+    """A local 'pretrained' folder: random weights + config + trained tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    a = dict(arch)
+    cfg = AutoConfig.for_model(a.pop("model_type"), **a)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(out_dir)
+    train_tokenizer(text, arch["vocab_size"], out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def text() -> str:
+    return make_text()
+
+
+@pytest.fixture(params=[False, True], ids=["mha", "gqa"])
+def tiny_model(request):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    a = tiny_arch(gqa=request.param)
+    a.pop("model_type")
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+
+
+@pytest.fixture
+def calib():
+    import torch
+
+    return torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(1))

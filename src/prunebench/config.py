@@ -66,14 +66,13 @@ def semantic_errors(config: dict) -> list[str]:
         if name not in corpora:
             errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(corpora)})")
 
+    from .corpus import CorpusError, check_spec
+
     for name, spec in corpora.items():
-        src = spec["source"]
-        if src == "files":
-            paths = spec.get("paths")
-            if not paths or not isinstance(paths, list):
-                errs.append(f"config key corpora.{name}.paths: a non-empty list of files is required for source 'files'")
-        if src == "hf" and not spec.get("dataset"):
-            errs.append(f"config key corpora.{name}.dataset: required for source 'hf'")
+        try:
+            check_spec(spec)
+        except CorpusError as exc:
+            errs.append(f"config key corpora.{name}.{exc}")
 
     try:
         from .methods import REGISTRY, SETTINGS_SCHEMAS

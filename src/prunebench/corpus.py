@@ -42,9 +42,11 @@ Sources (``spec["source"]``) and their keys
         become documents -- "rows" (each non-empty row is a document), "blank"
         (blank rows separate documents; the rows between are its paragraphs),
         "wikitext" (a document starts at each top-level `` = Title = `` row, blank
-        rows are dropped, every other row is a paragraph), or "auto" (default:
-        "wikitext" if the first non-blank row is such a heading, else "blank" if
-        there are blank rows, else "rows").
+        rows are dropped, section heading rows lose their ``=`` marks, every row is
+        a paragraph), or "auto" (default: "wikitext" if the first non-blank row is
+        such a heading, else "blank" if one of the first 1000 rows is blank, else
+        "rows").  Rows are read in batches and reading stops once ``max_chars`` is
+        reached, so a large split (bookcorpus) is not materialised.
     ``files``  ``paths``: a list of text files or glob patterns (``**`` allowed);
         relative ones are resolved against the current directory.  **Each file is
         one document**; each non-blank line of it is one paragraph (blank lines
@@ -61,10 +63,8 @@ spec key at fault (``"source: ..."``, ``"paths: ..."``); the caller prefixes
 from __future__ import annotations
 
 import bz2
-import codecs
 import glob
 import hashlib
-import locale
 import os
 import re
 import struct
@@ -75,9 +75,9 @@ import unicodedata
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
-from .io import atomic_path, write_json, write_text
+from .io import write_json, write_text
 
 #: gensim release whose wheel carries the Wikipedia sample (has cp311 manylinux wheels).
 GENSIM_VERSION = "4.3.3"
@@ -412,32 +412,55 @@ _WIKITEXT_TITLE = re.compile(r"^ ?= [^=].* = ?$")
 _WIKITEXT_HEADING = re.compile(r"^ ?(= )+[^=].*( =)+ ?$")
 
 
-def _group_rows(rows: list[str], group: str) -> list[list[str]]:
+_AUTO_PEEK_ROWS = 1000
+
+
+def _group_rows(rows: list[str], group: str) -> Iterator[list[str]]:
+    """Yield documents (lists of paragraphs) from dataset rows, lazily."""
     if group == "auto":
-        first = next((r for r in rows if r.strip()), "")
+        head = rows[:_AUTO_PEEK_ROWS]
+        first = next((r for r in head if r.strip()), "")
         if _WIKITEXT_TITLE.match(first.rstrip("\n")):
             group = "wikitext"
-        elif any(not r.strip() for r in rows):
+        elif any(not r.strip() for r in head):
             group = "blank"
         else:
             group = "rows"
-    if group == "rows":
-        return [[r] for r in rows if r.strip()]
-    docs: list[list[str]] = [[]]
+    doc: list[str] = []
     for r in rows:
         if not r.strip():
-            if group == "blank" and docs[-1]:
-                docs.append([])
+            if group == "blank" and doc:
+                yield doc
+                doc = []
             continue
-        if group == "wikitext" and _WIKITEXT_TITLE.match(r.rstrip("\n")) and docs[-1]:
-            docs.append([])
+        if group == "rows":
+            yield [r]
+            continue
+        if group == "wikitext" and _WIKITEXT_TITLE.match(r.rstrip("\n")) and doc:
+            yield doc
+            doc = []
         if group == "wikitext" and _WIKITEXT_HEADING.match(r.rstrip("\n")):
             r = r.strip(" =\n")  # " = = Career = = " -> "Career"
-        docs[-1].append(r)
-    return [d for d in docs if d]
+        doc.append(r)
+    if doc:
+        yield doc
 
 
-def _hf(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
+class _Rows:
+    """The text column of a ``datasets.Dataset`` read in batches (bookcorpus has 74M rows)."""
+
+    def __init__(self, ds, field: str, batch: int = 10_000):
+        self.ds, self.field, self.batch = ds, field, batch
+
+    def __getitem__(self, sl: slice) -> list[str]:
+        return ["" if r is None else str(r) for r in self.ds[sl][self.field]]
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, self.ds.num_rows, self.batch):
+            yield from self[start:start + self.batch]
+
+
+def _hf(spec: dict, cache_dir: Path) -> tuple[Iterable[str], str]:
     dataset = spec.get("dataset")
     if not isinstance(dataset, str) or not dataset:
         raise CorpusError(f"dataset: required for source 'hf' (a dataset id such as 'wikitext'), got {dataset!r}")
@@ -457,12 +480,11 @@ def _hf(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
                           f"{type(exc).__name__}: {exc}") from exc
     if field not in ds.column_names:
         raise CorpusError(f"field: {dataset!r} has no column {field!r}; columns are {ds.column_names}")
-    rows = ["" if r is None else str(r) for r in ds[field]]
-    docs = [_document(d) for d in _group_rows(rows, group)]
+    docs = (_document(d) for d in _group_rows(_Rows(ds, field), group))
     fp = getattr(ds, "_fingerprint", None)
     origin = (f"Hugging Face dataset {dataset} (name={name}, split={split}, field={field}"
               f"{', revision=' + str(spec['revision']) if spec.get('revision') else ''}), "
-              f"{len(rows)} rows, datasets {datasets.__version__}" + (f", fingerprint {fp}" if fp else ""))
+              f"{ds.num_rows} rows, datasets {datasets.__version__}" + (f", fingerprint {fp}" if fp else ""))
     return docs, origin
 
 
@@ -505,7 +527,7 @@ def _files(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
 
 # --------------------------------------------------------------------------- entry point
 
-_BUILDERS: dict[str, Callable[[dict, Path], tuple[list[str], str]]] = {
+_BUILDERS: dict[str, Callable[[dict, Path], tuple[Iterable[str], str]]] = {
     "janeaustenr": _janeaustenr,
     "gensim-enwiki": _gensim_enwiki,
     "hf": _hf,
@@ -530,16 +552,20 @@ def _check_spec(spec) -> str:
     return source
 
 
-def _truncate(docs: list[str], max_chars: int) -> list[str]:
+def _collect(docs: Iterable[str], max_chars: int | None) -> list[str]:
+    """Keep non-empty documents; with ``max_chars``, stop before the first that would not fit."""
     kept, total = [], 0
     for d in docs:
-        need = len(d) + (2 if kept else 0) + 1  # separator before, final newline
-        if total + need > max_chars:
-            break
+        if not d:
+            continue
+        if max_chars is not None:
+            total += len(d) + (2 if kept else 0)  # separator before it
+            if total + 1 > max_chars:  # + the final newline
+                if not kept:
+                    raise CorpusError(f"max_chars: {max_chars} is smaller than the first document "
+                                      f"({len(d) + 1} chars)")
+                break
         kept.append(d)
-        total += need - 1
-    if not kept:
-        raise CorpusError(f"max_chars: {max_chars} is smaller than the first document ({len(docs[0]) + 1} chars)")
     return kept
 
 
@@ -554,11 +580,9 @@ def prepare_corpus(spec: dict, out_text: str | Path, out_meta: str | Path, cache
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     docs, origin = _BUILDERS[source](spec, cache_dir)
-    docs = [d for d in docs if d]
+    docs = _collect(docs, spec.get("max_chars"))
     if not docs:
         raise CorpusError(f"source: {source!r} produced no text")
-    if spec.get("max_chars") is not None:
-        docs = _truncate(docs, spec["max_chars"])
     text = "\n\n".join(docs) + "\n"
     meta = {
         "source": source,
@@ -568,10 +592,20 @@ def prepare_corpus(spec: dict, out_text: str | Path, out_meta: str | Path, cache
         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "origin": origin,
     }
-    if codecs.lookup(locale.getpreferredencoding(False)).name == "utf-8":
-        write_text(out_text, text)
-    else:  # io.write_text writes in the locale's encoding; the corpus must be UTF-8
-        with atomic_path(out_text) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    write_text(out_text, text)
     write_json(out_meta, meta)
     return meta
+
+
+def check_spec(spec: dict) -> None:
+    """Raise :class:`CorpusError` if ``spec`` is not a valid corpus entry (no download)."""
+    source = _check_spec(spec)
+    if source == "files" and not (isinstance(spec.get("paths"), list) and spec["paths"]):
+        raise CorpusError("paths: a non-empty list of files or glob patterns is required for source 'files'")
+    if source == "hf" and not spec.get("dataset"):
+        raise CorpusError("dataset: required for source 'hf'")
+
+
+def run(spec: dict, out_text: str, out_meta: str, cache_dir: str) -> dict:
+    """The pipeline stage (``python -m prunebench corpus``)."""
+    return prepare_corpus(spec, out_text, out_meta, cache_dir)

@@ -32,6 +32,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
     try:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
@@ -56,12 +59,12 @@ def _clean(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Any:
@@ -70,7 +73,7 @@ def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Any:
     if not path.exists():
         raise ArtifactError(f"{path}: file not found")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(
             f"{path}: not valid JSON ({exc}); the file is corrupt or truncated -- delete it and rerun"

@@ -403,7 +403,8 @@ def _init_linear(module):
 def _materialise_buffers(model, config) -> None:
     """Non-persistent buffers (rotary inv_freq) are not in the state dict: recompute them."""
     rotary_cls = type(model.model.rotary_emb)
-    model.model.rotary_emb = rotary_cls(config=config, device="cpu")
+    with torch.device("cpu"):
+        model.model.rotary_emb = rotary_cls(config=config)
     for name, buf in list(model.named_buffers()):
         if buf.is_meta:
             raise ArtifactError(f"buffer {name} could not be materialised")

@@ -8,7 +8,6 @@ widths, ...).
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import torch

@@ -1,0 +1,113 @@
+"""Depth pruning: budget solver, equivalence with skipping blocks, reload with stock transformers."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from prunebench.methods import Budget, get_method
+from prunebench.methods.depth import _Skip, remove_blocks, solve_num_blocks
+from prunebench.models import count_params, load_model, save_model
+
+
+def test_solver_picks_closest_count():
+    # 10 blocks of 100 params + 50 others = 1050; target 780 -> remove 3 (750) not 2 (850)
+    assert solve_num_blocks(1050, [100] * 10, list(range(10)), 780) == 3
+    assert solve_num_blocks(1050, [100] * 10, list(range(10)), 1050) == 0
+    # cannot go below what the candidates allow
+    assert solve_num_blocks(1050, [100] * 10, [0, 1], 100) == 2
+
+
+def test_solver_llama7b_budget():
+    # LLaMA-7B: 6,738,415,616 params, 32 blocks of 202,383,360; 4.9B -> 9 blocks
+    total, block = 6_738_415_616, 202_383_360
+    n = solve_num_blocks(total, [block] * 32, list(range(32)), 4_900_000_000)
+    assert n == 9
+    assert abs(total - n * block - 4.9e9) / 4.9e9 < 0.03
+
+
+def test_budget_from_config():
+    b = Budget.from_config({"ratio": 0.25}, 1000)
+    assert b.target_params == 750 and abs(b.ratio - 0.25) < 1e-9
+    assert Budget.from_config({"params": 600}, 1000).target_params == 600
+    with pytest.raises(ValueError, match="budget"):
+        Budget.from_config({"params": 2000}, 1000)
+
+
+@torch.no_grad()
+def test_removed_model_equals_skipping(tiny_model, calib):
+    drop = [2, 5]
+    ref = tiny_model
+    with _Skip(ref, 2):
+        pass  # context restores the model
+    assert len(ref.model.layers) == 8
+    # reference: run with the blocks skipped by hand
+    layers = ref.model.layers
+    ref.model.layers = torch.nn.ModuleList([l for i, l in enumerate(layers) if i not in drop])
+    ref.config.num_hidden_layers = 6
+    expected = ref(input_ids=calib, use_cache=False).logits
+    ref.model.layers, ref.config.num_hidden_layers = layers, 8
+    remove_blocks(ref, drop)
+    got = ref(input_ids=calib, use_cache=False).logits
+    torch.testing.assert_close(got, expected)
+    assert [l.self_attn.layer_idx for l in ref.model.layers] == list(range(6))
+    # generation with a KV cache works after renumbering
+    out = ref.generate(input_ids=calib[:1, :5], max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 9)
+
+
+@pytest.mark.parametrize("criterion", ["ppl", "taylor", "random"])
+def test_depth_method_meets_budget_and_reloads(tiny_model, calib, criterion, tmp_path):
+    dense = count_params(tiny_model)
+    budget = Budget.from_config({"ratio": 0.3}, dense)
+    res = get_method("depth")(tiny_model, calib, budget, {"criterion": criterion, "keep_first": 1, "keep_last": 1})
+    removed = res.report["removed_blocks"]
+    assert len(res.report["scores"]) == 8
+    assert all(1 <= i <= 6 for i in removed)  # protected blocks kept
+    per_block = res.report["params_per_block"][0]
+    assert abs(count_params(res.model) - budget.target_params) <= per_block / 2
+    assert res.report["params_after"] == count_params(res.model)
+    save_model(res.model, tmp_path, model_name="t", method="depth", weights="safetensors")
+    with torch.no_grad():
+        want = res.model(input_ids=calib, use_cache=False).logits
+        stock = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+        assert stock.config.num_hidden_layers == 8 - len(removed)
+        torch.testing.assert_close(stock(input_ids=calib, use_cache=False).logits, want)
+        ours = load_model(tmp_path)
+        torch.testing.assert_close(ours(input_ids=calib, use_cache=False).logits, want)
+
+
+def test_ppl_criterion_scores_and_removes_lowest(tiny_model, calib):
+    """A block whose output projections are zero is an identity: its score is the dense PPL."""
+    with torch.no_grad():
+        tiny_model.model.layers[3].self_attn.o_proj.weight.zero_()
+        tiny_model.model.layers[3].mlp.down_proj.weight.zero_()
+    from prunebench.methods.depth import ppl_scores
+    from prunebench.perplexity import mean_nll
+    import math
+
+    scores = ppl_scores(tiny_model, calib, 4)
+    dense_ppl = math.exp(mean_nll(tiny_model, calib))
+    assert scores[3] == pytest.approx(dense_ppl, rel=1e-5)
+    dense = count_params(tiny_model)
+    per_block = sum(p.numel() for p in tiny_model.model.layers[0].parameters())
+    budget = Budget.from_config({"params": dense - per_block}, dense)
+    res = get_method("depth")(tiny_model, calib, budget, {"criterion": "ppl"})
+    # the block whose removal gives the lowest calibration PPL goes
+    assert res.report["removed_blocks"] == [min(range(8), key=lambda i: scores[i])]
+    assert res.report["scores"] == pytest.approx(scores)
+
+
+def test_taylor_defaults_protect_first4_last2(calib):
+    from conftest import tiny_arch
+    from transformers import AutoConfig
+
+    a = tiny_arch(layers=10)
+    a.pop("model_type")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+    budget = Budget.from_config({"ratio": 0.5}, count_params(model))
+    res = get_method("depth")(model, calib, budget, {"criterion": "taylor"})
+    assert res.report["protected"] == {"first": 4, "last": 2}
+    assert set(res.report["removed_blocks"]) <= {4, 5, 6, 7}
+    assert len(res.report["removed_blocks"]) == 4  # the most it may remove
