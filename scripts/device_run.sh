@@ -23,9 +23,9 @@ fi
 pack() {
     [ -n "${OUT:-}" ] || return 0
     tar -czf "$OUT/state.tar.gz" --exclude='results/models/*/*/model.safetensors' \
-        --exclude='results/cache' results .snakemake/metadata 2>/dev/null
+        --exclude='results/cache' results .snakemake/metadata .snakemake/incomplete 2>/dev/null
     ls -la "$OUT"
 }
 trap pack EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -m snakemake "$@"
+timeout -s INT "${SLICE_SECONDS:-540}" python3 -m snakemake "$@"

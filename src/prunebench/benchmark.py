@@ -3,7 +3,8 @@
 The prompt is ``in_len`` seeded random token ids, repeated over the batch; exactly
 ``out_len`` tokens are generated greedily (``min_new_tokens = max_new_tokens``), so every
 method does the same work.  ``warmup_runs`` untimed generations (of ``warmup_new_tokens``
-tokens) precede ``timed_runs`` timed ones; on CUDA each run is bracketed by
+tokens; ``None`` = the full ``out_len``, needed for stable numbers at large batches because
+the first full-length run grows the CUDA caching allocator) precede ``timed_runs`` timed ones; on CUDA each run is bracketed by
 ``torch.cuda.synchronize``.  Latency is the wall time of one whole ``generate`` call
 (prefill + decode); throughput = batch x out_len / latency (generated tokens per second).
 
@@ -29,7 +30,7 @@ FIELDS = (
     "schema", "model", "method", "backend", "in_len", "out_len", "batch", "params", "num_layers",
     "weights", "dtype", "attn_implementation", "device", "device_name", "status", "error",
     "latencies_s", "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s",
-    "peak_mem_gib", "warmup_runs", "warmup_new_tokens", "timed_runs", "versions", "finished_at",
+    "peak_mem_gib", "load_s", "warmup_runs", "warmup_new_tokens", "timed_runs", "versions", "finished_at",
 )
 
 BACKENDS = ("hf-eager",)
@@ -90,7 +91,8 @@ def generate_once(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
 
 
 def time_generation(model, prompt: torch.Tensor, out_len: int, *, warmup_runs: int,
-                    warmup_new_tokens: int, timed_runs: int, device: torch.device) -> list[float]:
+                    warmup_new_tokens: int | None, timed_runs: int, device: torch.device) -> list[float]:
+    warmup_new_tokens = warmup_new_tokens or out_len
     with torch.inference_mode():
         for _ in tqdm(range(warmup_runs), desc="warm-up", mininterval=1):
             generate_once(model, prompt, warmup_new_tokens)
@@ -117,7 +119,7 @@ def make_prompt(vocab_size: int, in_len: int, batch: int, seed: int, device) -> 
 
 def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend: str,
         in_len: int, out_len: int, batch: int, dtype: str, device: str, attn_implementation: str,
-        warmup_runs: int, warmup_new_tokens: int, timed_runs: int, seed: int = 0) -> dict:
+        warmup_runs: int, warmup_new_tokens: int | None, timed_runs: int, seed: int = 0) -> dict:
     from .models import load_model, read_manifest, resolve_device, weights_kind
 
     if backend not in BACKENDS:
@@ -129,14 +131,17 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
                out_len=out_len, batch=batch, params=man["params"], num_layers=man["num_layers"],
                weights=weights_kind(model_dir), dtype=dtype, attn_implementation=attn_implementation,
                device=dev.type, device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-               warmup_runs=warmup_runs, warmup_new_tokens=warmup_new_tokens, timed_runs=timed_runs,
+               warmup_runs=warmup_runs, warmup_new_tokens=warmup_new_tokens or out_len, timed_runs=timed_runs,
                versions=versions())
     model = None
     try:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
+        t0 = time.perf_counter()
         model = load_model(model_dir, dtype=dtype, device=dev, attn_implementation=attn_implementation)
+        _sync(dev)
+        rec["load_s"] = time.perf_counter() - t0
         prompt = make_prompt(model.config.vocab_size, in_len, batch, seed, dev)
         lat = time_generation(model, prompt, out_len, warmup_runs=warmup_runs,
                               warmup_new_tokens=warmup_new_tokens, timed_runs=timed_runs, device=dev)

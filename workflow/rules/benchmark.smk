@@ -9,7 +9,7 @@ rule benchmark:
         device=config["benchmark"]["device"],
         attn=config["benchmark"]["attn_implementation"],
         warmup_runs=config["benchmark"]["warmup_runs"],
-        warmup_new_tokens=config["benchmark"]["warmup_new_tokens"],
+        warmup_new_tokens=J(config["benchmark"]["warmup_new_tokens"]),
         timed_runs=config["benchmark"]["timed_runs"],
         seed=config["benchmark"]["seed"],
     resources:

@@ -15,19 +15,20 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 
 from prunebench import config as pbconfig  # noqa: E402
 
-# CUDA demanded on a machine without it is refused up front -- but not when jobs are
-# submitted to a cluster (the login node need not have a GPU) or on a dry run.
-_local = not getattr(workflow, "remote_exec", False) and getattr(
-    getattr(workflow, "executor_plugin", None), "common_settings", None
-) is None or getattr(workflow.executor_plugin.common_settings, "local_exec", True)
 try:
-    _dry = bool(workflow.dryrun)
-except AttributeError:
-    _dry = False
-try:
-    pbconfig.validate(config, check_cuda=_local and not _dry)
+    pbconfig.validate(config, check_cuda=False)
 except pbconfig.ConfigError as exc:
     raise WorkflowError(str(exc))
+
+
+onstart:
+    # CUDA demanded on a machine without it is refused before any job runs -- not on a dry
+    # run (onstart does not run then), not when jobs go to a cluster (no GPU on the login node).
+    if workflow.local_exec and not workflow.remote_exec:
+        _errs = pbconfig.cuda_errors(config)
+        if _errs:
+            raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errs))
+
 
 RESULTS = "results"
 PY = "python -m prunebench"
