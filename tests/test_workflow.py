@@ -1,0 +1,130 @@
+"""The Snakemake workflow itself: the paper DAG, an end-to-end run, targeted reruns."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from prunebench import config as pbconfig
+from workflow_util import ROOT, job_counts, snakemake, tiny_workdir
+
+pytestmark = pytest.mark.workflow
+
+
+def test_paper_dry_run_builds_every_cell(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--cores", "1", config=ROOT / "config.yaml")
+    counts = job_counts(proc.stdout)
+    cfg = pbconfig.validate(yaml.safe_load((ROOT / "config.yaml").read_text()), check_cuda=False)
+    n_models, n_methods = len(cfg["models"]), len(cfg["methods"])
+    assert counts["benchmark"] == len(pbconfig.cells(cfg)) == n_models * n_methods * 2 * 2 * 8
+    assert counts["prune"] == n_models * n_methods
+    assert counts["perplexity"] == n_models * n_methods
+    assert counts["source"] == n_models
+    assert counts["corpus"] == 2 and counts["data"] == 2 * n_models
+    assert counts["aggregate"] == 1 and counts["figure"] == 1
+    # nothing was downloaded or written
+    assert not (tmp_path / "results").exists()
+
+
+def test_paper_random_preset_dry_run(tmp_path):
+    # the GPU preset demands CUDA; a dry run on a CPU machine still plans the grid
+    import shutil
+
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    proc = snakemake(tmp_path, "-n", "--cores", "1", "--configfile",
+                     str(ROOT / "workflow/presets/paper-random.yaml"))
+    counts = job_counts(proc.stdout)
+    assert counts["benchmark"] == 2 * 4 * 2 * 2 * 8
+    assert "corpus" not in counts  # random weights: random token ids, no corpus
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("wf")
+    cfg = tiny_workdir(wd)
+    proc = snakemake(wd, "--cores", "2", config=cfg)
+    return wd, cfg, proc
+
+
+def test_end_to_end(tiny_run):
+    wd, cfg, _ = tiny_run
+    bench = pd.read_csv(wd / "results/tables/benchmark.csv")
+    assert len(bench) == 2 * 1 * 1 * 2  # methods x in x out x batch
+    assert set(bench["status"]) == {"ok"}
+    assert (bench["throughput_tok_s"] - bench["batch"] * 5 / bench["latency_s"]).abs().max() < 1e-6
+    quality = pd.read_csv(wd / "results/tables/quality.csv").set_index("method")
+    assert quality.loc["depth-ppl", "params"] < quality.loc["dense", "params"]
+    assert quality["ppl"].notna().all()
+    assert (wd / "results/figures/throughput_latency.png").stat().st_size > 10_000
+    assert (wd / "results/figures/throughput_latency.pdf").stat().st_size > 1_000
+    report = json.loads((wd / "results/prune/tiny/depth-ppl.json").read_text())
+    assert report["removed_blocks"] and report["params_after"] == quality.loc["depth-ppl", "params"]
+    # every rule wrote its log
+    for stage in ("corpus", "data", "source", "prune", "perplexity", "bench"):
+        assert any((wd / "results/logs" / stage).rglob("*.log")), stage
+    # the depth-pruned checkpoint reloads with stock transformers
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(wd / "results/models/tiny/depth-ppl")
+    assert m.config.num_hidden_layers == 8 - len(report["removed_blocks"])
+
+
+def test_up_to_date_after_run(tiny_run):
+    wd, cfg, _ = tiny_run
+    proc = snakemake(wd, "-n", "--cores", "1", config=cfg)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_one_cell_rerun(tiny_run):
+    wd, cfg, _ = tiny_run
+    cells = sorted((wd / "results/bench").rglob("*.json"))
+    before = {p: p.stat().st_mtime_ns for p in cells}
+    target = wd / "results/bench/tiny/depth-ppl/hf-eager/in4_out5_bs2.json"
+    rel = str(target.relative_to(wd))
+    # redo one cell: the target first, then --force (flags after paths may swallow them)
+    proc = snakemake(wd, rel, "--cores", "1", "--force", config=cfg)
+    assert job_counts(proc.stdout + proc.stderr) == {"benchmark": 1}
+    changed = [p for p in cells if p.stat().st_mtime_ns != before[p]]
+    assert changed == [target]
+    # the tables and the figure follow, nothing else reruns
+    dry = snakemake(wd, "-n", "--cores", "1", config=cfg)
+    counts = job_counts(dry.stdout)
+    assert counts.get("aggregate") == 1 and counts.get("figure") == 1
+    assert "benchmark" not in counts and "prune" not in counts
+
+
+def test_deleted_cell_is_the_only_benchmark_rerun(tiny_run):
+    wd, cfg, _ = tiny_run
+    target = wd / "results/bench/tiny/dense/hf-eager/in4_out5_bs1.json"
+    target.unlink()
+    dry = snakemake(wd, "-n", "--cores", "1", config=cfg)
+    counts = job_counts(dry.stdout)
+    assert counts.get("benchmark") == 1 and "prune" not in counts and "source" not in counts
+
+
+def test_param_change_reruns_only_what_it_touches(tiny_run):
+    wd, cfg, _ = tiny_run
+    data = yaml.safe_load(cfg.read_text())
+    data["benchmark"]["timed_runs"] = 3
+    changed = wd / "cfg_timed3.yaml"
+    changed.write_text(yaml.safe_dump(data))
+    dry = snakemake(wd, "-n", "--cores", "1", config=changed)
+    counts = job_counts(dry.stdout)
+    assert counts.get("benchmark") == 4  # every cell, because timed_runs is a benchmark param
+    assert "prune" not in counts and "perplexity" not in counts and "data" not in counts
+
+
+def test_bad_config_refused_before_any_job(tmp_path):
+    cfg = tiny_workdir(tmp_path)
+    data = yaml.safe_load(cfg.read_text())
+    data["benchmark"]["batch_sizes"] = [0]
+    data["methods"]["dense"]["method"] = "densest"
+    cfg.write_text(yaml.safe_dump(data))
+    proc = snakemake(tmp_path, "--cores", "1", config=cfg, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "benchmark.batch_sizes[0]" in out
+    assert not (tmp_path / "results").exists()
