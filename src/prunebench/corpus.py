@@ -577,7 +577,7 @@ def prepare_corpus(spec: dict, out_text: str | Path, out_meta: str | Path, cache
     and reused.  Raises :class:`CorpusError` naming the spec key at fault.
     """
     source = _check_spec(spec)
-    cache_dir = Path(cache_dir)
+    cache_dir = Path(cache_dir).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     docs, origin = _BUILDERS[source](spec, cache_dir)
     docs = _collect(docs, spec.get("max_chars"))

@@ -155,9 +155,13 @@ def load_source(spec: dict, dtype: torch.dtype, device: torch.device | str = "cp
         config = _strip_quantization(loaded.config)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
-        model.load_state_dict(loaded.state_dict(), assign=True)
+        missing, unexpected = model.load_state_dict(
+            {k: v.to(dtype) for k, v in loaded.state_dict().items()}, strict=False, assign=True)
+        if unexpected or set(missing) - {"lm_head.weight"}:
+            raise RuntimeError(f"{gguf_file}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
         model.tie_weights()
-        model = model.to(device=device, dtype=dtype)
+        _materialise_buffers(model, config)
+        model = model.to(device=device)
         del loaded
         return model.eval(), tokenizer
     if weights == "pretrained":
@@ -279,10 +283,14 @@ def save_model(
     with atomic_path(out / "config.json") as tmp:
         tmp.write_text(cfg.to_json_string())
     if weights == "safetensors":
-        from safetensors.torch import save_model as st_save
+        from safetensors.torch import save_file
 
+        state = model.state_dict()
+        if getattr(cfg, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)  # stored once, as transformers does
+        state = {k: v.detach().contiguous() for k, v in state.items()}
         with atomic_path(out / "model.safetensors") as tmp:
-            st_save(model, str(tmp), metadata={"format": "pt"})
+            save_file(state, str(tmp), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     manifest = {

@@ -1,0 +1,393 @@
+"""``llm-pruner``: block-wise width pruning of LLM-Pruner (Ma et al. 2023), LLaMA recipe.
+
+In every decoder layer of a range (LLaMA-7B recipe: layers 4..29 of 32) the same
+number of whole attention heads (q/k/v/o coupled) and of MLP intermediate channels
+(gate/up/down coupled) is removed; embeddings, norms, ``lm_head`` and the layers
+outside the range are untouched.  The coupling comes from torch-pruning's dependency
+graph and its head-pruning mode (``tp.pruner.BasePruner`` with ``num_heads``,
+``prune_num_heads=True``, ``prune_head_dims=False``): head and channel indices are
+chosen and removed by torch-pruning, not by hand.
+
+Grouped-query attention (fewer KV heads than query heads): torch-pruning's built-in
+mapping is used -- the same number of query heads is removed from every KV group and
+all KV heads are kept, so a layer keeps ``kv_heads * k`` query heads (``k`` = 1 ..
+heads per KV head).  For multi-head attention a head is removed with its k/v rows.
+
+Settings:
+
+``importance``
+    ``taylor`` (default) -- first-order Taylor ``|W * dL/dW|`` per weight, summed over
+    the coupled group (LLM-Pruner's ``param_first``); ``L`` is the next-token loss of
+    the calibration samples.  ``l2`` -- gradient-free: the sum of squared weights of
+    the group (LLM-Pruner's ``l2``).  A head's importance is the mean over its channels.
+``layer_start``, ``layer_end``
+    layers pruned: ``[layer_start, layer_end)``, negative values count from the end.
+    Default: the 32-layer recipe ``[4, 30)`` scaled to the model's depth (first
+    ``round(4 n/32)`` and last ``round(2 n/32)`` layers kept, at least one of each):
+    ``[4, 28)`` for 30 layers, ``[1, 7)`` for 8 layers.
+``batch_size``
+    calibration samples per forward/backward pass (Taylor only), default 4.
+``num_examples``
+    how many calibration samples the gradient uses (default: all of them).
+
+Budget: the pruned layers are identical, so the parameter count is a function of the
+heads ``a`` and channels ``c`` removed per layer.  ``r = (dense - target) /
+(n_pruned_layers * layer_params)`` is the LLM-Pruner ratio (LLaMA-7B 6.74B -> 4.9B,
+layers 4..29: r = 0.35).  Heads are coarse, so the head count whose fraction is
+nearest to ``r`` (among those that can meet the budget) is taken, then the channel
+count that lands closest to ``budget.target_params`` (fine: one channel is
+``3 * hidden`` parameters per layer); the result is within 0.5 % of the target or
+the method fails with the reachable range.  The report gives both ratios.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from contextlib import ExitStack, contextmanager
+from unittest import mock
+
+import torch
+from torch import nn
+
+from ..models import count_params, layer_structure
+from .base import Budget, PrunedModel, register
+from .width import (attn_geometry, budget_report, mlp_channel_params, query_head_params, kv_group_params,
+                    resolve_layer_range, sync_attention_attrs)
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 0.005
+
+SETTINGS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "importance": {"enum": ["taylor", "l2"]},
+        "layer_start": {"type": "integer"},
+        "layer_end": {"type": "integer"},
+        "batch_size": {"type": "integer", "minimum": 1},
+        "num_examples": {"type": "integer", "minimum": 1},
+    },
+}
+
+
+# --------------------------------------------------------------------------- budget
+
+def layer_signature(layer) -> tuple:
+    attn, mlp = layer.self_attn, layer.mlp
+    return (
+        tuple((m.in_features, m.out_features, m.bias is not None)
+              for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
+                        mlp.gate_proj, mlp.up_proj, mlp.down_proj)),
+        attn.head_dim,
+    )
+
+
+def head_options(heads: int, kv_heads: int) -> list[int]:
+    """Query heads that may be removed per layer: any count for MHA; for GQA a multiple
+    of the KV-head count (same number from each KV group), always keeping one per group."""
+    if kv_heads == heads:
+        return list(range(heads))
+    group = heads // kv_heads
+    return [k * kv_heads for k in range(group)]
+
+
+def solve_plan(layer, n_layers: int, total: int, target: int, tol: float = TOLERANCE) -> dict:
+    """Heads and channels to remove per pruned layer so the model lands near ``target``."""
+    attn, mlp = layer.self_attn, layer.mlp
+    g = attn_geometry(attn)
+    inter = mlp.gate_proj.out_features
+    mha = g.kv_heads == g.heads
+    p_head = kv_group_params(attn) if mha else query_head_params(attn)
+    p_chan = mlp_channel_params(mlp)
+    layer_params = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+                       for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
+                                 mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+    remove = total - target
+    ratio = remove / (n_layers * layer_params)
+    candidates = []
+    for a in head_options(g.heads, g.kv_heads):
+        c = round((remove / n_layers - a * p_head) / p_chan)
+        c = min(max(c, 0), inter - 1)
+        after = total - n_layers * (a * p_head + c * p_chan)
+        candidates.append({"heads_removed": a, "channels_removed": c, "params_after": after,
+                           "error": after / target - 1})
+    ok = [p for p in candidates if abs(p["error"]) <= tol]
+    if not ok:
+        best = min(candidates, key=lambda p: abs(p["error"]))
+        lo = total - n_layers * (max(head_options(g.heads, g.kv_heads)) * p_head + (inter - 1) * p_chan)
+        raise ValueError(
+            f"llm-pruner: cannot reach {target:,} parameters within {tol:.1%} by pruning {n_layers} layers "
+            f"(reachable: {lo:,} .. {total:,}; closest {best['params_after']:,}); "
+            "widen layer_start/layer_end or lower the budget ratio"
+        )
+    plan = min(ok, key=lambda p: (abs(p["heads_removed"] / g.heads - ratio), abs(p["error"])))
+    plan.update(
+        ratio=ratio,
+        head_ratio=plan["heads_removed"] / g.heads,
+        channel_ratio=plan["channels_removed"] / inter,
+        heads=g.heads, kv_heads=g.kv_heads, intermediate=inter,
+        params_per_head=p_head, params_per_channel=p_chan,
+    )
+    return plan
+
+
+# --------------------------------------------------------------------------- importance
+
+class GroupImportance:
+    """Importance of each channel of a torch-pruning group, computed in float32.
+
+    ``taylor``: sum over the group's weights of ``|W * grad|`` (gradients from
+    :func:`accumulate_gradients`); ``l2``: sum of ``W**2``.  Layers whose indices do not
+    map to the root (k/v of a GQA group, kept whole) are skipped, as torch-pruning does.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor | None:
+        import torch_pruning as tp
+
+        imp = None
+        for item in group:
+            dep, idxs = item[0], item[1]
+            layer, fn, root_idxs = dep.target.module, dep.handler, getattr(item, "root_idxs", None)
+            if not isinstance(layer, nn.Linear) or root_idxs is None or any(r is None for r in root_idxs):
+                continue
+            if fn == tp.prune_linear_out_channels:  # bound methods: compare with ==
+                dim = 0
+            elif fn == tp.prune_linear_in_channels:
+                dim = 1
+            else:
+                continue
+            w = layer.weight.detach()
+            sel = torch.as_tensor(idxs, dtype=torch.long, device=w.device)
+            w = w.index_select(dim, sel).float()
+            if self.kind == "taylor":
+                if layer.weight.grad is None:
+                    raise RuntimeError(f"taylor importance: no gradient for {layer}")
+                s = (w * layer.weight.grad.index_select(dim, sel).float()).abs()
+            else:
+                s = w.pow(2)
+            local = s.sum(dim=1 - dim)
+            if imp is None:
+                imp = torch.zeros(len(group[0].idxs), dtype=torch.float32, device=w.device)
+            imp.scatter_add_(0, torch.as_tensor(root_idxs, dtype=torch.long, device=w.device), local)
+        return imp
+
+
+def accumulate_gradients(model, calibration: torch.Tensor, params: list[nn.Parameter],
+                         batch_size: int) -> float:
+    """Gradient of the mean next-token loss of ``calibration`` w.r.t. ``params`` (in
+    ``.grad``); every other parameter gets no gradient.  Returns the loss."""
+    device = next(model.parameters()).device
+    flags = {p: p.requires_grad for p in model.parameters()}
+    wanted = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in wanted)
+        p.grad = None
+    n = calibration.shape[0]
+    total = 0.0
+    try:
+        with torch.enable_grad():
+            for start in range(0, n, batch_size):
+                x = calibration[start:start + batch_size].to(device)
+                out = model(input_ids=x, labels=x, use_cache=False)
+                loss = out.loss.float() * (x.shape[0] / n)
+                loss.backward()
+                total += loss.item()
+    finally:
+        for p, f in flags.items():
+            p.requires_grad_(f)
+    return total
+
+
+# --------------------------------------------------------------------------- tracing
+
+def _rotary_standin(q, k, cos, sin, *args, **kwargs):
+    return q * cos + q * sin, k * cos + k * sin
+
+
+@contextmanager
+def traceable(model):
+    """Run the model in a form whose autograd graph torch-pruning maps correctly.
+
+    * eager attention: ``repeat_kv``'s expand gives torch-pruning its GQA index mapping
+      (query head -> KV head); fused SDPA looks like an element-wise op coupling query
+      and key channels one to one, which is wrong for GQA;
+    * rotary embedding replaced by an element-wise stand-in: ``rotate_half`` (slice +
+      cat inside each head) sends torch-pruning's index mapping round a cycle forever
+      for some shapes (e.g. 2 query heads per KV head).  Heads are removed whole, so the
+      mixing inside a head does not change which channels are coupled.
+    * every parameter requires grad (the graph is read from ``grad_fn``).
+    The model is restored afterwards.
+    """
+    cfg = model.config
+    old_impl = cfg._attn_implementation
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with ExitStack() as stack:
+        mods = {sys.modules[type(layer.self_attn).__module__] for layer in model.model.layers}
+        for mod in mods:
+            if hasattr(mod, "apply_rotary_pos_emb"):
+                stack.enter_context(mock.patch.object(mod, "apply_rotary_pos_emb", _rotary_standin))
+        try:
+            cfg._attn_implementation = "eager"
+            for p, _ in flags:
+                p.requires_grad_(True)
+            with torch.enable_grad():
+                yield
+        finally:
+            cfg._attn_implementation = old_impl
+            for p, f in flags:
+                p.requires_grad_(f)
+
+
+def build_pruner(model, example: torch.Tensor, layers: list, plan: dict, importance):
+    """A torch-pruning BasePruner that prunes only the heads/channels of ``layers``."""
+    import torch_pruning as tp
+
+    chosen = set()
+    for layer in layers:
+        chosen.update(layer.self_attn.modules())
+        chosen.update(layer.mlp.modules())
+    ignored = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding)) and m not in chosen]
+    # norm weights are plain parameters in the hidden-size group; ignored like the embeddings
+    ignored += [p for n, p in model.named_parameters() if "norm" in n]
+    num_heads, head_ratio, ratio = {}, {}, {}
+    H, I = plan["heads"], plan["intermediate"]
+    a, c = plan["heads_removed"], plan["channels_removed"]
+    for layer in layers:
+        attn = layer.self_attn
+        g = attn_geometry(attn)
+        num_heads.update({attn.q_proj: g.heads, attn.k_proj: g.kv_heads, attn.v_proj: g.kv_heads})
+        if a:
+            # torch-pruning removes ceil(r * heads) (then ceil(./kv_heads) per KV group)
+            head_ratio[attn] = (a - 0.5) / H
+            # head pruning runs only in a scope with a positive width ratio; head dims
+            # themselves are never pruned (prune_head_dims=False)
+            ratio[attn.q_proj] = 0.5
+        if c:
+            # it removes n - int(n * (1 - r)) channels: exactly c for r = (c - 0.5) / n
+            ratio[layer.mlp.gate_proj] = (c - 0.5) / I
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
+        with traceable(model):
+            pruner = tp.pruner.BasePruner(
+                model,
+                example_inputs=example,
+                importance=importance,
+                forward_fn=lambda m, x: m(input_ids=x, use_cache=False),
+                global_pruning=False,
+                pruning_ratio=0.0,
+                pruning_ratio_dict=ratio,
+                ignored_layers=ignored,
+                num_heads=num_heads,
+                prune_num_heads=True,
+                prune_head_dims=False,
+                head_pruning_ratio=0.0,
+                head_pruning_ratio_dict=head_ratio,
+            )
+    kv_modules = {m for layer in layers if attn_geometry(layer.self_attn).group > 1
+                  for m in (layer.self_attn.k_proj, layer.self_attn.v_proj)}
+    if kv_modules:
+        pruner.DG.check_pruning_group = _keep_kv_heads(pruner.DG.check_pruning_group, kv_modules)
+    return pruner, chosen
+
+
+def _keep_kv_heads(check, kv_modules):
+    """GQA: never touch k/v in a head-pruning group (all KV heads are kept).
+
+    torch-pruning empties the k/v entries of a GQA group itself, but decides "GQA" by
+    comparing the head counts *after* the update: when the kept query heads equal the KV
+    heads (e.g. 4 heads / 2 KV heads, one removed per group) it keeps the k/v entries,
+    its own over-pruning check rejects the group and nothing is pruned.  The check is
+    the last step before a group is handed out, so the k/v entries are emptied here.
+    """
+
+    def wrapped(group):
+        for i in range(len(group)):
+            dep, idxs = group[i]
+            if dep.target.module in kv_modules and len(idxs):
+                group[i] = (dep, [])
+        return check(group)
+
+    return wrapped
+
+
+# --------------------------------------------------------------------------- method
+
+@register("llm-pruner", SETTINGS)
+def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
+    t0 = time.perf_counter()
+    kind = settings.get("importance", "taylor")
+    bs = settings.get("batch_size", 4)
+    layers_all = model.model.layers
+    n_layers = len(layers_all)
+    start, end = resolve_layer_range(n_layers, settings.get("layer_start"), settings.get("layer_end"))
+    layers = [layers_all[i] for i in range(start, end)]
+    sigs = {layer_signature(l) for l in layers}
+    if len(sigs) != 1:
+        raise ValueError("llm-pruner: the layers to prune do not all have the same widths "
+                         "(the method prunes the same ratio in every layer of a uniform model)")
+    total = count_params(model)
+    plan = solve_plan(layers[0], len(layers), total, budget.target_params)
+    log.info("llm-pruner: layers [%d, %d), remove %d heads and %d channels per layer (ratio %.3f)",
+             start, end, plan["heads_removed"], plan["channels_removed"], plan["ratio"])
+
+    loss = None
+    if plan["heads_removed"] or plan["channels_removed"]:
+        if kind == "taylor":
+            n_ex = settings.get("num_examples", calibration.shape[0])
+            params = [m.weight for l in layers for m in l.modules() if isinstance(m, nn.Linear)]
+            loss = accumulate_gradients(model, calibration[:n_ex], params, bs)
+        example = calibration[:1, : min(8, calibration.shape[1])].to(next(model.parameters()).device)
+        pruner, chosen = build_pruner(model, example, layers, plan, GroupImportance(kind))
+        with torch.no_grad():
+            for group in pruner.step(interactive=True):
+                touched = {dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Module)}
+                stray = [pruner.DG._module2name.get(m, str(m)) for m in touched
+                         if isinstance(m, (nn.Linear, nn.Embedding)) and m not in chosen]
+                if stray:
+                    raise RuntimeError(f"llm-pruner: torch-pruning group reaches outside the pruned layers: {stray}")
+                group.prune()
+        del pruner
+        for p in model.parameters():
+            p.grad = None
+    sync_attention_attrs(model)
+
+    structure = layer_structure(model)["layers"]
+    want_heads = plan["heads"] - plan["heads_removed"]
+    want_ch = plan["intermediate"] - plan["channels_removed"]
+    want_kv = want_heads if plan["kv_heads"] == plan["heads"] else plan["kv_heads"]
+    for i, spec in enumerate(structure):
+        inside = start <= i < end
+        if inside and (spec["heads"], spec["kv_heads"], spec["intermediate"]) != (want_heads, want_kv, want_ch):
+            raise RuntimeError(f"llm-pruner: layer {i} has {spec} after pruning, expected {want_heads} heads, "
+                               f"{want_kv} KV heads, {want_ch} channels")
+    after = count_params(model)
+    if after != plan["params_after"]:
+        raise RuntimeError(f"llm-pruner: {after:,} parameters after pruning, planned {plan['params_after']:,}")
+    return PrunedModel(
+        model,
+        {
+            "importance": kind,
+            "pruned_layers": list(range(start, end)),
+            "ratio": plan["ratio"],
+            "head_ratio": plan["head_ratio"],
+            "channel_ratio": plan["channel_ratio"],
+            "heads_removed_per_layer": plan["heads_removed"],
+            "channels_removed_per_layer": plan["channels_removed"],
+            "gqa": "same number of query heads removed from every KV group; KV heads kept"
+                   if plan["kv_heads"] != plan["heads"] else None,
+            "calibration_loss": loss,
+            "layers": structure,
+            "params_before": total,
+            "params_after": after,
+            "budget": budget_report(budget, after),
+            "prune_seconds": round(time.perf_counter() - t0, 2),
+        },
+    )

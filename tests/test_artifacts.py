@@ -1,0 +1,133 @@
+"""Artifacts: atomic writes, clear errors for corrupt files, the model-folder format, tables, figure."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from prunebench import aggregate, figure
+from prunebench.io import ArtifactError, atomic_path, read_json, write_json
+from prunebench.models import load_model, read_manifest, save_model, save_reference
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    p = tmp_path / "a.json"
+    write_json(p, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(p) as tmp:
+            tmp.write_text('{"v": 2')  # half written
+            raise RuntimeError("killed")
+    assert read_json(p) == {"v": 1}
+    assert [x.name for x in tmp_path.iterdir()] == ["a.json"]  # no temp file left
+
+
+def test_truncated_json_names_the_file(tmp_path):
+    p = tmp_path / "cell.json"
+    p.write_text('{"status": "ok", "lat')
+    with pytest.raises(ArtifactError, match=r"cell\.json: not valid JSON"):
+        read_json(p)
+
+
+def test_missing_fields_named(tmp_path):
+    p = tmp_path / "cell.json"
+    p.write_text("{}")
+    with pytest.raises(ArtifactError, match="missing field"):
+        read_json(p, required=("status",))
+
+
+def test_truncated_safetensors_names_the_file(tiny_model, tmp_path):
+    save_model(tiny_model, tmp_path, model_name="t", method="dense", weights="safetensors")
+    st = tmp_path / "model.safetensors"
+    st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: cannot be read"):
+        load_model(tmp_path)
+
+
+def test_folder_without_manifest_is_not_a_model(tiny_model, tmp_path):
+    save_model(tiny_model, tmp_path, model_name="t", method="dense", weights="safetensors")
+    (tmp_path / "prunebench.json").unlink()
+    with pytest.raises(ArtifactError, match="prunebench.json: file not found"):
+        load_model(tmp_path)
+
+
+def test_reference_and_random_folders(tiny_model, tmp_path):
+    base = tmp_path / "base"
+    save_model(tiny_model, base, model_name="t", method="base", weights="safetensors")
+    ref = save_reference(base, tmp_path / "dense", model_name="t", method="dense")
+    assert ref["weights"] == "base" and ref["params"] == read_manifest(base)["params"]
+    x = torch.randint(0, 300, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "dense")(input_ids=x).logits,
+                                   tiny_model(input_ids=x).logits)
+    save_model(tiny_model, tmp_path / "rand", model_name="t", method="base", weights="random", seed=3)
+    assert not (tmp_path / "rand" / "model.safetensors").exists()
+    a, b = load_model(tmp_path / "rand"), load_model(tmp_path / "rand")
+    torch.testing.assert_close(a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)
+
+
+def _cell(tmp_path, method, batch, latency, status="ok", params=100):
+    rec = {"schema": "x", "model": "m", "method": method, "backend": "hf-eager", "in_len": 12,
+           "out_len": 16, "batch": batch, "params": params, "num_layers": 4, "latency_s": latency,
+           "latency_p10_s": latency, "latency_p90_s": latency,
+           "throughput_tok_s": batch * 16 / latency if latency else None, "status": status,
+           "device": "cpu", "device_name": "cpu", "dtype": "float32", "weights": "random",
+           "versions": {"torch": "t", "transformers": "x"}}
+    p = tmp_path / f"{method}_{batch}.json"
+    p.write_text(json.dumps(rec))
+    return str(p)
+
+
+def test_tables_and_figure(tmp_path):
+    cells = [_cell(tmp_path, "dense", b, 0.1 * b ** 0.5, params=200) for b in (1, 4, 16)]
+    cells += [_cell(tmp_path, "depth", b, 0.07 * b ** 0.5) for b in (1, 4)]
+    cells += [_cell(tmp_path, "depth", 16, None, status="oom")]
+    aggregate.run(cells, [], [], str(tmp_path / "b.csv"), str(tmp_path / "q.csv"), {"m": "Fam"})
+    df = pd.read_csv(tmp_path / "b.csv")
+    assert list(df.columns) == aggregate.BENCH_COLUMNS
+    assert len(df) == 6 and set(df["family"]) == {"Fam"}
+    assert df.loc[df["status"] == "oom", "throughput_tok_s"].isna().all()
+    figure.run(str(tmp_path / "b.csv"), str(tmp_path / "f.png"), str(tmp_path / "f.pdf"))
+    assert (tmp_path / "f.png").stat().st_size > 5000
+    assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_figure_layout_rows_and_panels(tmp_path):
+    rows = []
+    for fam in ("A", "B"):
+        for i in (12, 82):
+            for o in (128, 512):
+                for m in ("dense", "depth"):
+                    for b in (1, 8):
+                        rows.append({"model": fam, "family": fam, "method": m, "backend": "hf-eager",
+                                     "params": 1e9, "in_len": i, "out_len": o, "batch": b,
+                                     "latency_s": 1.0 + b / 10, "throughput_tok_s": b * o / (1.0 + b / 10),
+                                     "status": "ok", "device_name": "cpu", "dtype": "float16", "weights": "random"})
+    fig = figure.draw(pd.DataFrame(rows))
+    axes = fig.get_axes()
+    assert len(axes) == 2 * 4
+    ax = axes[0]
+    assert ax.get_yscale() == "log" and ax.yaxis.get_transform().base == 2
+    assert len(ax.get_lines()) == 2  # one line per method
+    assert "A: in 12 / out 128" in ax.get_title()
+
+
+def test_tied_embeddings_roundtrip(tmp_path):
+    """SmolLM2-style tied embeddings: stored once, reload with ours and with stock transformers."""
+    from conftest import tiny_arch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    a = tiny_arch(gqa=True)
+    a.pop("model_type")
+    a["tie_word_embeddings"] = True
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+    save_model(m, tmp_path, model_name="t", method="x", weights="safetensors")
+    x = torch.randint(0, 300, (2, 7))
+    with torch.no_grad():
+        want = m(input_ids=x).logits
+        ours = load_model(tmp_path)
+        assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
+        torch.testing.assert_close(ours(input_ids=x).logits, want)
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path)(input_ids=x).logits, want)

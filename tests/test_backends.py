@@ -1,0 +1,241 @@
+"""Backends: the compiled backend's greedy tokens equal model.generate's (MHA, GQA, depth- and
+width-pruned models, eager and SDPA attention), exact output shape, compile time kept out of
+generation, roofline arithmetic."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from prunebench import backends
+from prunebench.backends import CompiledBackend, check_equivalence
+from prunebench.benchmark import generate_once
+from prunebench.methods.depth import remove_blocks
+from prunebench.models import apply_structure, is_uniform, layer_structure
+
+from conftest import tiny_arch
+
+IN, OUT, BATCH = 6, 24, 3
+
+
+def _model(gqa: bool, attn: str = "sdpa", seed: int = 0):
+    a = tiny_arch(gqa=gqa)
+    a.pop("model_type")
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a), attn_implementation=attn).eval()
+
+
+def _scramble(model, seed: int = 0):
+    """Large random weights: greedy outputs vary token to token (the default init repeats one token)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _width_pruned(gqa: bool, attn: str):
+    """Every layer its own width (as FLAP / LLM-Pruner leave them), some with o/down biases."""
+    m = _model(gqa, attn)
+    heads = [8, 6, 4, 8, 2, 8, 4, 6] if not gqa else [8, 4, 6, 8, 2, 4, 8, 2]
+    kv = heads if not gqa else [2, 1, 3, 2, 1, 2, 1, 1]
+    inter = [128, 96, 40, 128, 8, 64, 128, 33]
+    apply_structure(m, {"layers": [
+        {"heads": h, "kv_heads": k, "intermediate": i, "o_bias": j % 3 == 1, "down_bias": j % 2 == 1}
+        for j, (h, k, i) in enumerate(zip(heads, kv, inter))]})
+    assert not is_uniform(m)
+    return m
+
+
+def _depth_pruned(gqa: bool, attn: str):
+    m = _model(gqa, attn)
+    remove_blocks(m, [1, 4, 5])
+    assert len(m.model.layers) == 5 == m.config.num_hidden_layers
+    return m
+
+
+VARIANTS = {
+    "mha": lambda attn: _model(False, attn),
+    "gqa": lambda attn: _model(True, attn),
+    "depth": lambda attn: _depth_pruned(True, attn),
+    "width-mha": lambda attn: _width_pruned(False, attn),
+    "width-gqa": lambda attn: _width_pruned(True, attn),
+}
+
+
+def _prompt(vocab=300, batch=BATCH, in_len=IN, seed=1):
+    # a different prompt per row: row mix-ups in the batch would show
+    return torch.randint(100, vocab, (batch, in_len), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_tokens_equal_eager(variant, attn):
+    model = _scramble(VARIANTS[variant](attn))
+    prompt = _prompt()
+    ok, info = check_equivalence(model, prompt, OUT, CompiledBackend())
+    assert ok, info
+    assert info["compiled"] is False and info["cuda_graphs"] is False  # CPU defaults
+    ref = generate_once(model, prompt, OUT)[:, IN:]
+    assert min(len(set(r)) for r in ref.tolist()) > OUT // 2  # the check is not vacuous
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_unfused_and_fused_weights(fuse):
+    model = _scramble(_width_pruned(True, "eager"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(fuse=fuse))
+    assert ok, info
+    # fusion turns parameters into views of one weight: same values, same structure
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not is_uniform(model) and layer_structure(model)["layers"][2]["heads"] == 6
+    # preparing again reuses the fused weights
+    be = CompiledBackend(fuse=fuse)
+    be.prepare(model, BATCH, IN, OUT)
+    assert torch.equal(be.generate(_prompt(), OUT), generate_once(model, _prompt(), OUT))
+
+
+def test_logits_match_step_by_step():
+    """Stronger than argmax: every step's logits equal a full forward over the same tokens."""
+    model = _scramble(_width_pruned(True, "sdpa"))
+    seen = []
+
+    class Recording(CompiledBackend):
+        def _next_token(self, x):
+            seen.append(self.lm_head(self.norm(x[:, -1:, :]))[:, -1, :].float().clone())
+            return super()._next_token(x)
+
+    be = Recording()
+    be.prepare(model, BATCH, IN, OUT)
+    seen.clear()
+    out = be.generate(_prompt(), OUT)
+    assert len(seen) == OUT
+    with torch.no_grad():
+        full = model(input_ids=out[:, :-1], use_cache=False).logits.float()
+    for t, logits in enumerate(seen):
+        torch.testing.assert_close(logits, full[:, IN - 1 + t], rtol=1e-4, atol=1e-4)
+
+
+def test_eos_is_never_generated():
+    """Like min_new_tokens = max_new_tokens: EOS is forbidden even where it would win."""
+    model = _scramble(_model(False))
+    eos = model.generation_config.eos_token_id
+    with torch.no_grad():
+        model.lm_head.weight[eos] = model.lm_head.weight[150] * 5  # EOS would often be the argmax
+    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend())
+    assert ok, info
+    be = CompiledBackend()
+    be.prepare(model, BATCH, IN, OUT)
+    assert not (be.generate(_prompt(), OUT)[:, IN:] == eos).any()
+    be_no_mask = CompiledBackend()
+    be_no_mask.prepare(model, BATCH, IN, OUT)
+    be_no_mask.eos = None
+    assert (be_no_mask.generate(_prompt(), OUT)[:, IN:] == eos).any()  # the test has teeth
+
+
+def test_output_shape_and_shorter_runs():
+    model = _scramble(_model(True))
+    be = CompiledBackend()
+    be.prepare(model, 2, 5, 9)
+    p = _prompt(batch=2, in_len=5)
+    out = be.generate(p, 9)
+    assert out.shape == (2, 5 + 9) and out.dtype == torch.long and torch.equal(out[:, :5], p)
+    short = be.generate(p, 3)  # warm-up runs may ask for fewer tokens
+    assert short.shape == (2, 8) and torch.equal(short, out[:, :8])
+    assert torch.equal(be.generate(p, 9), out)  # repeatable: the static cache is reset by prefill
+    one = CompiledBackend()
+    one.prepare(model, 2, 5, 1)
+    assert torch.equal(one.generate(p, 1), out[:, :6])
+    with pytest.raises(ValueError, match="prepared for"):
+        be.generate(p, 10)
+    with pytest.raises(ValueError, match="prepared for"):
+        be.generate(_prompt(batch=3, in_len=5), 9)
+
+
+def test_compile_time_reported_and_excluded(monkeypatch):
+    model = _scramble(_model(False))
+    be = CompiledBackend()
+    with pytest.raises(RuntimeError, match="prepare"):
+        be.generate(_prompt(), OUT)
+    info = be.prepare(model, BATCH, IN, OUT)
+    assert isinstance(info["compile_s"], float) and info["compile_s"] >= 0
+    assert info["max_len"] >= IN + OUT and info["max_len"] % 16 == 0
+
+    # generate never compiles, captures or allocates caches: all of that is prepare's (compile_s)
+    def forbidden(*a, **k):
+        raise AssertionError("generate must not prepare")
+
+    monkeypatch.setattr(torch, "compile", forbidden)
+    monkeypatch.setattr(CompiledBackend, "_capture", forbidden)
+    monkeypatch.setattr(CompiledBackend, "prepare", forbidden)
+    cache = be.k[0]
+    out = be.generate(_prompt(), OUT)
+    assert out.shape == (BATCH, IN + OUT) and be.k[0] is cache
+
+
+def test_registry_and_hf_eager_backend(monkeypatch):
+    assert {"hf-eager", "compiled"} <= set(backends.BACKENDS)
+    with pytest.raises(ValueError, match="benchmark.backends"):
+        backends.make_backend("nope")
+    model = _model(True)
+    be = backends.make_backend("hf-eager")
+    assert be.prepare(model, BATCH, IN, OUT) == {"compile_s": 0.0}
+    assert torch.equal(be.generate(_prompt(), OUT), generate_once(model, _prompt(), OUT))
+    from prunebench import benchmark
+
+    monkeypatch.setattr(benchmark, "generate_once", lambda m, p, n: "patched")
+    assert be.generate(_prompt(), OUT) == "patched"  # the benchmark's OOM test relies on this
+
+
+def test_cuda_graphs_need_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only check")
+    with pytest.raises(ValueError, match="CUDA"):
+        CompiledBackend(cuda_graphs=True).prepare(_model(False), 1, 4, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PRUNEBENCH_SLOW"), reason="torch.compile on CPU: ~40 s; PRUNEBENCH_SLOW=1")
+def test_torch_compile_on_cpu():
+    model = _scramble(_width_pruned(True, "eager"))
+    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(compile=True))
+    assert ok and info["compiled"], info
+
+
+# --------------------------------------------------------------------------- roofline
+
+def test_roofline_arithmetic():
+    # LLaMA-7B fp16: 13.5 GB x 128 tokens at 4 TB/s (read+write copy rate) = 0.432 s
+    assert backends.roofline_seconds(13.5e9, 128, 4.0e12) == pytest.approx(0.432)
+    assert backends.roofline_seconds(1e9, 10, 1e12, kv_read_bytes=5e9) == pytest.approx(0.015)
+    with pytest.raises(ValueError):
+        backends.roofline_seconds(1e9, 10, 0)
+
+
+def test_weight_bytes():
+    m = _model(True)  # untied: the input embedding table is not read by a decode step
+    emb = 300 * 64 * 4
+    total = sum(p.numel() for p in m.parameters()) * 4
+    assert backends.weight_bytes(m, decode_read=False) == total
+    assert backends.weight_bytes(m) == total - emb
+    # KV bytes: per token 2 (K and V) x kv_heads x head_dim x 4 bytes x layers
+    per_tok = 2 * 2 * 8 * 4 * 8
+    assert backends.kv_read_bytes(m, 2, 10, 3) == 2 * per_tok * (11 + 12)
+    assert backends.weight_bytes(m.half()) == (total - emb) // 2
+    # tied: the one table is the output head, read every step
+    a = tiny_arch()
+    a.pop("model_type")
+    a["tie_word_embeddings"] = True
+    tied = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a))
+    assert backends.weight_bytes(tied) == sum(p.numel() for p in tied.parameters()) * 4
+
+
+def test_copy_bandwidth_cpu():
+    bw = backends.measure_copy_bandwidth("cpu", nbytes=1 << 22, iters=2, trials=2)
+    assert 1e8 < bw < 1e13  # bytes/s, read + written
