@@ -239,3 +239,49 @@ def test_weight_bytes():
 def test_copy_bandwidth_cpu():
     bw = backends.measure_copy_bandwidth("cpu", nbytes=1 << 22, iters=2, trials=2)
     assert 1e8 < bw < 1e13  # bytes/s, read + written
+
+
+def test_check_equivalence_catches_a_bug():
+    """A decode step that forgets the newest token is reported, with a margin that is no tie."""
+    model = _scramble(_model(True, "sdpa"))
+
+    class Broken(CompiledBackend):
+        def _attend_decode(self, l, q, kc, vc, mask, add_mask):
+            mask = (self.arange_L < self.pos).view(1, 1, 1, -1)
+            return super()._attend_decode(l, q, kc, vc, mask, add_mask)
+
+    ok, info = check_equivalence(model, _prompt(), OUT, Broken())
+    assert not ok and info["first_mismatch"]["step"] == 1 and not info["first_mismatch"]["tie"], info
+
+
+@pytest.mark.parametrize("method", ["flap", "llm-pruner"])
+def test_width_pruning_methods(method):
+    """Models as the width-pruning methods leave them (per-layer widths, FLAP's biases)."""
+    from prunebench.methods import REGISTRY, Budget, get_method
+    from prunebench.models import count_params
+
+    if method not in REGISTRY:
+        pytest.skip(f"{method} not available")
+    model = _model(True, "eager")
+    n = count_params(model)
+    calib = torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(1))
+    pruned = get_method(method)(model, calib, Budget(target_params=int(n * 0.8), dense_params=n), {}).model
+    assert not is_uniform(pruned)
+    ok, info = check_equivalence(_scramble(pruned), _prompt(), OUT, CompiledBackend())
+    assert ok, info
+
+
+def test_benchmark_cell_with_compiled_backend(tmp_path):
+    """benchmark.run with backend=compiled: compile_s and roofline fields in the record."""
+    from prunebench import benchmark
+    from prunebench.models import save_model
+
+    if "compiled" not in benchmark.BACKENDS:
+        pytest.skip("benchmark.py does not offer the compiled backend yet")
+    d = tmp_path / "m"
+    save_model(_width_pruned(True, "eager"), d, model_name="tiny", method="w", weights="safetensors")
+    rec = benchmark.run(str(d), str(tmp_path / "cell.json"), model_name="tiny", method="w", backend="compiled",
+                        in_len=5, out_len=6, batch=2, dtype="float32", device="cpu", attn_implementation="eager",
+                        warmup_runs=1, warmup_new_tokens=2, timed_runs=2, seed=0)
+    assert rec["status"] == "ok" and rec["compile_s"] >= 0 and rec["hbm_bandwidth_gbs"] > 0
+    assert rec["roofline_frac"] == pytest.approx(rec["roofline_s"] / rec["latency_s"])

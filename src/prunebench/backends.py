@@ -41,14 +41,25 @@ device-to-device copy of a large buffer and counts bytes read + bytes written pe
 copy traffic.  ``weight_bytes`` counts the bytes one decode step reads: every parameter,
 except an untied input embedding table (only ``batch`` rows of it are read).
 
-GPU self-check (fp16 + CUDA graphs + compiled kernels may round differently from eager)::
+GPU self-check (fp16 + CUDA graphs + compiled kernels may round differently from eager:
+a first difference where the two candidate tokens' logits are equal up to rounding is
+reported as a ROUNDING TIE, exit 0; a real difference exits 1)::
 
-    python -m prunebench.backends DIR --dtype float16 --in-len 12 --out-len 128 --batch 1
+    PYTHONPATH=src python -m prunebench.backends results/models/llama-7b/dense \
+        --dtype float16 --in-len 12 --out-len 128 --batch 1 64 --time 3
+    PYTHONPATH=src python -m prunebench.backends --config config.yaml --model llama-7b ...  # random weights
+
+``--time N`` also times hf-eager and the backend (median of N) and prints latency,
+throughput, roofline fraction, compile_s and the speed-up, one JSON line per batch size.
+
+Limits: one ``prepare`` per process is the intended use with ``torch.compile`` (each prepare
+recompiles; dynamo gives up compiling after 8).  Fusion makes q/k/v and gate/up parameters
+views of one tensor: ``save_model`` of such a model would refuse shared tensors.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import sys
 import time
 from typing import Protocol
@@ -68,6 +79,14 @@ class Backend(Protocol):
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _no_grad():
+    """One grad mode for preparing and generating, whatever the caller's (the benchmark uses
+    inference_mode): ordinary tensors, no autograd; torch.compile's guards always see the same."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 
 
 # --------------------------------------------------------------------------- hf-eager
@@ -140,7 +159,7 @@ def _fuse_linears(linears: list[torch.nn.Linear]):
         w, b, old_sizes = done
         ptrs, start = [], 0
         for n in old_sizes:
-            ptrs.append(w[start].data_ptr())
+            ptrs.append(w[start:start + n].data_ptr())
             start += n
         if old_sizes == sizes and [l.weight.data_ptr() for l in linears] == ptrs:
             return done
@@ -192,6 +211,8 @@ class CompiledBackend:
         use_graphs = on_cuda if self.cuda_graphs is None else self.cuda_graphs
         if use_graphs and not on_cuda:
             raise ValueError("cuda_graphs=True needs a model on a CUDA device")
+        if use_graphs and use_compile and "reduce-overhead" in self.compile_mode:
+            raise ValueError("compile_mode reduce-overhead makes its own CUDA graphs: use cuda_graphs=False with it")
         self.shape = (batch, in_len, out_len)
         # static length: every position of prompt + generation, rounded up to 16 (aligned attention masks)
         L = -(-(in_len + out_len) // 16) * 16
@@ -202,9 +223,9 @@ class CompiledBackend:
         rope_type = getattr(self.rotary, "rope_type", "default")
         if "dynamic" in str(rope_type) or "longrope" in str(rope_type):
             raise NotImplementedError(f"compiled backend: rope_type {rope_type!r} recomputes frequencies per call")
-        self.layers = [_Layer(layer, self.fuse) for layer in inner.layers]
         self.rope = sys.modules[type(inner.layers[0].self_attn).__module__].apply_rotary_pos_emb
-        with torch.inference_mode():
+        with _no_grad():
+            self.layers = [_Layer(layer, self.fuse) for layer in inner.layers]
             kw = dict(device=dev, dtype=dtype)
             self.k = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
             self.v = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
@@ -352,7 +373,7 @@ class CompiledBackend:
         if tuple(prompt.shape) != (batch, in_len) or not 1 <= out_len <= max_out:
             raise ValueError(f"compiled backend prepared for prompt {(batch, in_len)} and at most {max_out} new "
                              f"tokens, got prompt {tuple(prompt.shape)} and {out_len}")
-        with torch.inference_mode():
+        with _no_grad():
             self.prompt.copy_(prompt)
             if self.graphs is not None:
                 g_pre, g_dec = self.graphs
@@ -389,10 +410,13 @@ def make_backend(name: str, **options) -> Backend:
 def check_equivalence(model, prompt: torch.Tensor, n: int, backend: Backend | None = None) -> tuple[bool, dict]:
     """Greedy tokens of ``backend`` (default: a fresh ``compiled``) vs ``model.generate``.
 
-    Returns ``(equal, info)``: ``info["first_mismatch"]`` is ``None`` or ``{"row", "step",
-    "eager", "backend", "margin"}`` where ``margin`` = eager logit of the eager token minus
-    eager logit of the backend's token at that step (a near-zero margin is a rounding tie,
-    not a bug); ``info["agree"]`` is the fraction of equal new tokens.
+    Returns ``(equal, info)``: ``equal`` is exact token equality; ``info`` holds the
+    backend's ``prepare`` info, ``agree`` (fraction of equal new tokens) and
+    ``first_mismatch``: ``None`` or ``{"row", "step", "eager", "backend", "margin",
+    "logit_scale", "tie"}`` where ``margin`` = logit of the eager token minus logit of the
+    backend's token at that step (a full forward of the eager sequence) and ``tie`` says
+    ``|margin| <= 8 eps(dtype) x logit_scale``: the two tokens were equal up to rounding,
+    so the divergence is a rounding tie (expected in fp16/bf16), not a bug.
     """
     from .benchmark import generate_once
 
@@ -415,9 +439,10 @@ def check_equivalence(model, prompt: torch.Tensor, n: int, backend: Backend | No
             seq = ref[row: row + 1, : in_len + step]
             logits = model(input_ids=seq, use_cache=False).logits[0, -1].float()
             a, b = int(new_ref[row, step]), int(new_out[row, step])
-            info["first_mismatch"] = {"row": row, "step": step, "eager": a, "backend": b,
-                                      "margin": float(logits[a] - logits[b]),
-                                      "logit_scale": float(logits.abs().max())}
+            margin, scale = float(logits[a] - logits[b]), float(logits.abs().max())
+            tol = 8 * torch.finfo(next(model.parameters()).dtype).eps * max(scale, 1.0)
+            info["first_mismatch"] = {"row": row, "step": step, "eager": a, "backend": b, "margin": margin,
+                                      "logit_scale": scale, "tie": abs(margin) <= tol}
     return not bool(diff.any()), info
 
 
@@ -433,21 +458,24 @@ def weight_bytes(model, *, decode_read: bool = True) -> int:
     if decode_read:
         emb = model.get_input_embeddings().weight
         out = model.get_output_embeddings()
-        if out is None or out.weight.data_ptr() != emb.data_ptr():
+        tied = out is not None and (out.weight is emb or (
+            emb.device.type != "meta" and out.weight.data_ptr() == emb.data_ptr()))
+        if not tied:
             total -= emb.numel() * emb.element_size()
     return total
 
 
-def measure_copy_bandwidth(device, nbytes: int | None = None, iters: int = 10, trials: int = 5) -> float:
+def measure_copy_bandwidth(device, nbytes: int | None = None, iters: int | None = None, trials: int = 5) -> float:
     """Memory bandwidth in bytes/s: (bytes read + bytes written) / time of a large copy, best of ``trials``.
 
-    Default buffer: 1 GiB on CUDA (far larger than L2), 128 MiB on CPU.
+    Default: 10 copies of 1 GiB on CUDA (far larger than L2; ~0.1 s in all), 3 of 64 MiB on CPU.
     Needs 2 x ``nbytes`` free memory; measure before loading a model.
     """
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    nbytes = nbytes or (1 << 30 if dev.type == "cuda" else 1 << 27)
+    nbytes = nbytes or (1 << 30 if dev.type == "cuda" else 1 << 26)
+    iters = iters or (10 if dev.type == "cuda" else 3)
     src = torch.empty(nbytes, dtype=torch.uint8, device=dev).fill_(1)
     dst = torch.empty_like(src)
     best = 0.0
@@ -496,29 +524,96 @@ def kv_read_bytes(model, batch: int, in_len: int, out_len: int) -> int:
 
 # --------------------------------------------------------------------------- CLI: GPU self-check
 
-def main(argv: list[str] | None = None) -> int:
-    from .benchmark import make_prompt
-    from .models import load_model, resolve_device
+def time_backend(backend: Backend, prompt: torch.Tensor, out_len: int, runs: int = 3) -> list[float]:
+    """Latencies (s) of ``runs`` calls after one untimed full-length call (backend prepared)."""
+    dev = prompt.device
+    backend.generate(prompt, out_len)
+    lat = []
+    for _ in range(runs):
+        _sync(dev)
+        t0 = time.perf_counter()
+        out = backend.generate(prompt, out_len)
+        _sync(dev)
+        lat.append(time.perf_counter() - t0)
+        assert out.shape == (prompt.shape[0], prompt.shape[1] + out_len)
+    return lat
 
-    ap = argparse.ArgumentParser(prog="python -m prunebench.backends",
-                                 description="Check that a backend's greedy tokens equal model.generate's.")
-    ap.add_argument("model_dir")
+
+def _cli_model(a, dev):
+    from .models import _llama_config, build_random, load_model
+
+    if a.model_dir:
+        return load_model(a.model_dir, dtype=a.dtype, device=dev, attn_implementation=a.attn)
+    import yaml
+
+    from .models import resolve_dtype
+
+    spec = yaml.safe_load(open(a.config))["models"][a.model]
+    config = _llama_config(spec["architecture"])
+    config._attn_implementation = a.attn
+    return build_random(config, resolve_dtype(a.dtype), dev, seed=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+    import statistics
+
+    from .benchmark import make_prompt
+    from .models import resolve_device
+
+    ap = argparse.ArgumentParser(
+        prog="python -m prunebench.backends",
+        description="Check that a backend's greedy tokens equal model.generate's, optionally time both "
+                    "against the weight-streaming roofline.")
+    ap.add_argument("model_dir", nargs="?", help="a model folder written by the pipeline")
+    ap.add_argument("--config", help="or: config YAML ...")
+    ap.add_argument("--model", help="... and a model name in it: random weights of models.<name>.architecture")
     ap.add_argument("--backend", default="compiled")
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--attn", default="eager", help="attn_implementation: eager | sdpa")
     ap.add_argument("--in-len", type=int, default=12)
     ap.add_argument("--out-len", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time", type=int, default=0, metavar="RUNS",
+                    help="also time hf-eager and the backend (RUNS timed calls each, median)")
+    ap.add_argument("--no-check", action="store_true", help="skip the token check")
     a = ap.parse_args(argv)
+    if bool(a.model_dir) == bool(a.config and a.model):
+        ap.error("give a model folder, or --config and --model")
     dev = resolve_device(a.device)
-    model = load_model(a.model_dir, dtype=a.dtype, device=dev, attn_implementation=a.attn)
-    prompt = make_prompt(model.config.vocab_size, a.in_len, a.batch, a.seed, dev)
-    ok, info = check_equivalence(model, prompt, a.out_len, make_backend(a.backend))
-    print(f"{a.backend} vs hf-eager ({a.dtype}, {a.attn}, bs {a.batch}, {a.in_len}+{a.out_len}): "
-          f"{'EQUAL' if ok else 'DIFFERENT'}; {info}")
-    return 0 if ok else 1
+    bw = measure_copy_bandwidth(dev) if a.time else None
+    model = _cli_model(a, dev)
+    name = a.model_dir or a.model
+    failed = False
+    for batch in a.batch:
+        prompt = make_prompt(model.config.vocab_size, a.in_len, batch, a.seed, dev)
+        tag = f"{name} {a.dtype} attn={a.attn} bs={batch} {a.in_len}+{a.out_len} on {dev}"
+        fast, fast_info = make_backend(a.backend), None
+        if not a.no_check:  # prepares ``fast``: the timing below reuses it (one compilation per batch)
+            ok, info = check_equivalence(model, prompt, a.out_len, fast)
+            fast_info = info
+            mm = info["first_mismatch"]
+            verdict = "EQUAL" if ok else f"ROUNDING TIE at step {mm['step']}" if mm["tie"] else "DIFFERENT"
+            failed |= not (ok or mm["tie"])
+            print(f"check  {a.backend} vs hf-eager, {tag}: {verdict}; {info}", flush=True)
+        if a.time:
+            row = {"model": name, "dtype": a.dtype, "batch": batch, "in_len": a.in_len, "out_len": a.out_len,
+                   "hbm_bandwidth_gbs": bw / 1e9,
+                   "roofline_s": roofline_seconds(weight_bytes(model), a.out_len, bw)}
+            eager = make_backend("hf-eager")
+            for be, info in ((eager, eager.prepare(model, batch, a.in_len, a.out_len)),
+                             (fast, fast_info or fast.prepare(model, batch, a.in_len, a.out_len))):
+                lat = statistics.median(time_backend(be, prompt, a.out_len, a.time))
+                row[be.name] = {"latency_s": lat, "throughput_tok_s": batch * a.out_len / lat,
+                                "roofline_frac": row["roofline_s"] / lat, "compile_s": info["compile_s"]}
+            row["speedup"] = row["hf-eager"]["latency_s"] / row[a.backend]["latency_s"]
+            print(f"time   {tag}: " + json.dumps(row), flush=True)
+        del fast
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

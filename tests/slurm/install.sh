@@ -7,7 +7,7 @@ need=""
 for b in slurmctld slurmd sbatch squeue munged; do
     command -v "$b" >/dev/null 2>&1 || need=1
 done
-[ -z "$need" ] && { echo "slurm: already installed ($(sbatch --version))"; exit 0; }
+[ -z "$need" ] && { echo "slurm: already installed ($(slurmctld -V))"; exit 0; }
 [ "$(id -u)" = 0 ] || { echo "slurm: not root, cannot install" >&2; exit 2; }
 command -v apt-get >/dev/null 2>&1 || { echo "slurm: no apt-get, cannot install" >&2; exit 2; }
 export DEBIAN_FRONTEND=noninteractive
@@ -16,7 +16,7 @@ pkgs="slurmctld slurmd slurm-client munge"
 prc=/usr/sbin/policy-rc.d
 own_prc=""
 if [ ! -e "$prc" ]; then printf '#!/bin/sh\nexit 101\n' > "$prc"; chmod +x "$prc"; own_prc=1; fi
-trap '[ -n "$own_prc" ] && rm -f "$prc"' EXIT
+trap 'if [ -n "$own_prc" ]; then rm -f "$prc"; fi' EXIT
 apt-get install -y -q --no-install-recommends $pkgs || {
     apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs; }
-echo "slurm: installed ($(sbatch --version))"
+echo "slurm: installed ($(slurmctld -V))"
