@@ -34,10 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 def meta_model(model_dir: str | None, arch: dict | None, dtype):
     """The model's modules with meta tensors of the right shapes and dtype (nothing allocated)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    from prunebench.models import _llama_config, apply_structure, read_manifest
+    from prunebench.models import _llama_config, build_random, read_manifest
 
     structure = None
     if model_dir is not None:
@@ -50,11 +49,7 @@ def meta_model(model_dir: str | None, arch: dict | None, dtype):
         structure = man.get("structure")
     else:
         config = _llama_config(arch)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if structure:
-        apply_structure(model, structure)
-    return model
+    return build_random(config, dtype, "meta", structure=structure)
 
 
 def main(argv=None) -> int:

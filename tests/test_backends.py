@@ -20,6 +20,15 @@ from conftest import tiny_arch
 IN, OUT, BATCH = 6, 24, 3
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: threads only cost (OpenMP spinning on a busy machine made this file 10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _model(gqa: bool, attn: str = "sdpa", seed: int = 0):
     a = tiny_arch(gqa=gqa)
     a.pop("model_type")

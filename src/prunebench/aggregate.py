@@ -3,7 +3,9 @@
 ``results/tables/benchmark.csv`` -- one row per cell: model, family, method, backend,
 params, num_layers, in_len, out_len, batch, latency_s (median), latency_p10_s,
 latency_p90_s, throughput_tok_s, peak_mem_gib, status, device, device_name, dtype,
-weights, timed_runs, torch, transformers.
+weights, timed_runs, compile_s (backend preparation, excluded from latency),
+hbm_bandwidth_gbs, roofline_s, roofline_frac (see :mod:`prunebench.benchmark`), torch,
+transformers.
 
 ``results/tables/quality.csv`` -- one row per (model, method): model, family, method,
 params, params_ratio (vs dense), ppl, ppl_status, weights, removed_blocks.
@@ -17,7 +19,8 @@ from .io import read_json, write_csv
 BENCH_COLUMNS = [
     "model", "family", "method", "backend", "params", "num_layers", "in_len", "out_len", "batch",
     "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s", "peak_mem_gib", "status",
-    "device", "device_name", "dtype", "weights", "timed_runs", "torch", "transformers",
+    "device", "device_name", "dtype", "weights", "timed_runs", "compile_s", "hbm_bandwidth_gbs",
+    "roofline_s", "roofline_frac", "torch", "transformers",
 ]
 QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl", "ppl_status",
                    "weights", "removed_blocks"]

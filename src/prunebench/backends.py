@@ -217,6 +217,9 @@ class CompiledBackend:
         # static length: every position of prompt + generation, rounded up to 16 (aligned attention masks)
         L = -(-(in_len + out_len) // 16) * 16
         self.max_len = L
+        window = getattr(model.config, "sliding_window", None)
+        if window is not None and window < L:
+            raise NotImplementedError(f"compiled backend: sliding_window {window} < {L} positions")
         self.eager_attn = getattr(model.config, "_attn_implementation", "eager") == "eager"
         inner = model.model
         self.embed, self.norm, self.rotary, self.lm_head = inner.embed_tokens, inner.norm, inner.rotary_emb, model.lm_head
@@ -611,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             row["speedup"] = row["hf-eager"]["latency_s"] / row[a.backend]["latency_s"]
             print(f"time   {tag}: " + json.dumps(row), flush=True)
         del fast
+        torch._dynamo.reset()  # compiled code of this batch size (and the caches it refers to) go
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return 1 if failed else 0

@@ -2,11 +2,19 @@
 
 The prompt is ``in_len`` seeded random token ids, repeated over the batch; exactly
 ``out_len`` tokens are generated greedily (``min_new_tokens = max_new_tokens``), so every
-method does the same work.  ``warmup_runs`` untimed generations (of ``warmup_new_tokens``
+method does the same work.  ``backend`` (:mod:`prunebench.backends`) does the generating: ``hf-eager`` is
+``model.generate``; ``compiled`` / ``cuda-graph`` run a static-cache greedy loop replayed from
+CUDA graphs, prepared (compiled, captured) before any run -- that time is ``compile_s``,
+never part of a latency.  ``warmup_runs`` untimed generations (of ``warmup_new_tokens``
 tokens; ``None`` = the full ``out_len``, needed for stable numbers at large batches because
 the first full-length run grows the CUDA caching allocator) precede ``timed_runs`` timed ones; on CUDA each run is bracketed by
 ``torch.cuda.synchronize``.  Latency is the wall time of one whole ``generate`` call
 (prefill + decode); throughput = batch x out_len / latency (generated tokens per second).
+
+Roofline: ``hbm_bandwidth_gbs`` is a device-to-device copy of a 1 GiB buffer measured before
+the model is loaded ((bytes read + written) / time, GB/s); ``roofline_s`` = weight bytes read
+per forward pass x out_len / that bandwidth (the least time any implementation needs at small
+batch); ``roofline_frac`` = roofline_s / latency_s.
 
 A CUDA out-of-memory error is a result: the cell is written with ``status: "oom"``.
 
@@ -23,6 +31,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from . import backends as _backends
 from .io import write_json
 
 SCHEMA = "prunebench-bench-cell/1"
@@ -30,10 +39,11 @@ FIELDS = (
     "schema", "model", "method", "backend", "in_len", "out_len", "batch", "params", "num_layers",
     "weights", "dtype", "attn_implementation", "device", "device_name", "status", "error",
     "latencies_s", "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s",
-    "peak_mem_gib", "load_s", "warmup_runs", "warmup_new_tokens", "timed_runs", "versions", "finished_at",
+    "peak_mem_gib", "load_s", "compile_s", "hbm_bandwidth_gbs", "roofline_s", "roofline_frac",
+    "warmup_runs", "warmup_new_tokens", "timed_runs", "versions", "finished_at",
 )
 
-BACKENDS = ("hf-eager",)
+BACKENDS = tuple(_backends.BACKENDS)  # ("hf-eager", "compiled", "cuda-graph")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -91,17 +101,22 @@ def generate_once(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
 
 
 def time_generation(model, prompt: torch.Tensor, out_len: int, *, warmup_runs: int,
-                    warmup_new_tokens: int | None, timed_runs: int, device: torch.device) -> list[float]:
+                    warmup_new_tokens: int | None, timed_runs: int, device: torch.device,
+                    backend=None) -> list[float]:
+    """Latencies of ``timed_runs`` calls; ``backend`` (prepared) or, if None, ``model.generate``."""
+    def gen(p, n):
+        return backend.generate(p, n) if backend is not None else generate_once(model, p, n)
+
     warmup_new_tokens = warmup_new_tokens or out_len
     with torch.inference_mode():
         for _ in tqdm(range(warmup_runs), desc="warm-up", mininterval=1):
-            generate_once(model, prompt, warmup_new_tokens)
+            gen(prompt, warmup_new_tokens)
         _sync(device)
         latencies = []
         for _ in tqdm(range(timed_runs), desc="timed runs", mininterval=1):
             _sync(device)
             t0 = time.perf_counter()
-            out = generate_once(model, prompt, out_len)
+            out = gen(prompt, out_len)
             _sync(device)
             latencies.append(time.perf_counter() - t0)
             got = out.shape[1] - prompt.shape[1]
@@ -133,7 +148,9 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
                device=dev.type, device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
                warmup_runs=warmup_runs, warmup_new_tokens=warmup_new_tokens or out_len, timed_runs=timed_runs,
                versions=versions())
-    model = None
+    model = be = None
+    bandwidth = _backends.measure_copy_bandwidth(dev)  # before the model: needs 2 GiB free
+    rec["hbm_bandwidth_gbs"] = bandwidth / 1e9
     try:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -142,10 +159,15 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
         model = load_model(model_dir, dtype=dtype, device=dev, attn_implementation=attn_implementation)
         _sync(dev)
         rec["load_s"] = time.perf_counter() - t0
+        rec["roofline_s"] = _backends.roofline_seconds(_backends.weight_bytes(model), out_len, bandwidth)
+        be = _backends.make_backend(backend)
+        rec["compile_s"] = be.prepare(model, batch, in_len, out_len)["compile_s"]
         prompt = make_prompt(model.config.vocab_size, in_len, batch, seed, dev)
         lat = time_generation(model, prompt, out_len, warmup_runs=warmup_runs,
-                              warmup_new_tokens=warmup_new_tokens, timed_runs=timed_runs, device=dev)
+                              warmup_new_tokens=warmup_new_tokens, timed_runs=timed_runs, device=dev,
+                              backend=be)
         rec.update(status="ok", latencies_s=lat, **summarise(lat, batch, out_len))
+        rec["roofline_frac"] = rec["roofline_s"] / rec["latency_s"]
     except Exception as exc:  # noqa: BLE001
         if not is_oom(exc):
             raise
@@ -153,7 +175,7 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
     finally:
         if dev.type == "cuda":
             rec["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
-        del model
+        del model, be
     rec["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json(out_path, rec)
     return rec
