@@ -13,7 +13,7 @@ rule benchmark:
         timed_runs=config["benchmark"]["timed_runs"],
         seed=config["benchmark"]["seed"],
     resources:
-        gpu=gpu_resources(config["benchmark"]["device"]),
+        gpu=lambda wc: gpu_resources(config["benchmark"]["device"]),
     log:
         f"{RESULTS}/logs/bench/{{model}}/{{method}}/{{backend}}/in{{in_len}}_out{{out_len}}_bs{{batch}}.log",
     conda:

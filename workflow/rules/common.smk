@@ -52,6 +52,8 @@ def gpu_resources(device):
     if device == "cuda":
         return 1
     if device == "auto":
+        if workflow.non_local_exec:  # cluster: the login node's GPUs say nothing about the compute nodes'
+            return 1
         try:
             import torch
 
@@ -63,7 +65,7 @@ def gpu_resources(device):
 
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    method=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    method=r"(?!base$)[A-Za-z0-9][A-Za-z0-9._-]*",  # 'base' is the source stage's folder
     corpus=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     backend=r"[a-z0-9-]+",
     in_len=r"\d+",

@@ -10,7 +10,7 @@ rule perplexity:
         device=config["perplexity"]["device"],
         dtype=config["perplexity"]["dtype"],
     resources:
-        gpu=gpu_resources(config["perplexity"]["device"]),
+        gpu=lambda wc: gpu_resources(config["perplexity"]["device"]),
     log:
         f"{RESULTS}/logs/perplexity/{{model}}/{{method}}.log",
     conda:
