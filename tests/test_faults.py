@@ -1,0 +1,79 @@
+"""Fault tolerance: a job killed (SIGKILL, with its Snakemake) while writing leaves nothing a
+rerun mistakes for finished; the rerun completes and loses no finished cell."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from workflow_util import ROOT, job_counts, snakemake, tiny_workdir
+
+pytestmark = pytest.mark.workflow
+
+
+def killed_run(wd, cfg, needle: str) -> int:
+    """Run snakemake in its own process group with the fault armed; return its exit status."""
+    env = dict(os.environ, PRUNEBENCH_FAULT_INJECT=needle,
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd),
+           "--cores", "1", "--configfile", str(cfg), "--replace-workflow-config"]
+    proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900,
+                          start_new_session=True)
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("faults")
+    cfg = tiny_workdir(wd)
+    return wd, cfg
+
+
+def test_kill_during_pruning_benchmark_and_aggregation(workdir):
+    wd, cfg = workdir
+    # 1. the node dies while the depth-pruned checkpoint is being written
+    rc = killed_run(wd, cfg, "models/tiny/depth-ppl/model.safetensors")
+    assert rc != 0
+    pruned = wd / "results/models/tiny/depth-ppl"
+    assert not (pruned / "prunebench.json").exists()  # not mistaken for a finished model
+    assert not (pruned / "model.safetensors").exists()
+    # 2. rerun (after the lock a killed Snakemake leaves) -> the node dies inside one cell
+    snakemake(wd, "--unlock", config=cfg)
+    cell = "bench/tiny/dense/hf-eager/in4_out5_bs2.json"
+    rc = killed_run(wd, cfg, cell)
+    assert rc != 0
+    assert not (wd / "results" / cell).exists()
+    done = {p: p.stat().st_mtime_ns for p in (wd / "results/bench").rglob("*.json")}
+    # 3. ... and once more during aggregation
+    snakemake(wd, "--unlock", config=cfg)
+    rc = killed_run(wd, cfg, "tables/benchmark.csv")
+    assert rc != 0
+    assert not (wd / "results/tables/benchmark.csv").exists()
+    cells_before = {p: p.stat().st_mtime_ns for p in (wd / "results/bench").rglob("*.json")}
+    assert all(cells_before[p] == t for p, t in done.items())  # finished cells untouched
+    # 4. the rerun completes, redoing only what was not finished
+    snakemake(wd, "--unlock", config=cfg)
+    proc = snakemake(wd, "--cores", "1", config=cfg)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert "prune" not in counts and counts.get("aggregate") == 1
+    assert all(p.stat().st_mtime_ns == t for p, t in cells_before.items())
+    bench = pd.read_csv(wd / "results/tables/benchmark.csv")
+    assert len(bench) == 4 and set(bench["status"]) == {"ok"}
+    assert not list((wd / "results").rglob("*.tmp"))  # temp files of killed writers are gone
+
+
+def test_corrupt_cell_is_named_by_aggregation(workdir):
+    wd, cfg = workdir
+    cell = wd / "results/bench/tiny/depth-ppl/hf-eager/in4_out5_bs1.json"
+    if not cell.exists():
+        pytest.skip("needs the run of the previous test")
+    cell.write_text(cell.read_text()[:40])
+    # make the tables outdated so aggregation runs over the corrupt file
+    os.utime(cell)
+    proc = snakemake(wd, "--cores", "1", config=cfg, check=False)
+    assert proc.returncode != 0
+    log = (wd / "results/logs/aggregate.log").read_text() + proc.stdout + proc.stderr
+    assert "in4_out5_bs1.json: not valid JSON" in log
