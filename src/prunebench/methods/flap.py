@@ -30,9 +30,10 @@ Settings: ``metric`` (``wifv``|``ifv``|``wifn``), ``structure`` (``AL-AM``),
 ``bias_compensation`` (default true), ``batch_size`` (calibration forward batch, 8).
 
 Budget: with the units sorted by score, the pruned model's parameter count is a step
-function of how many are kept; the count closest to ``budget.target_params`` is
-taken (the bias parameters included), i.e. the global threshold is solved from the
-budget, landing within one MLP channel (``3 * hidden`` parameters) of it.
+function of how many are kept, so the global threshold is solved from the budget:
+the lowest score whose better units fit ``budget.target_params`` (bias parameters
+included); the remainder, less than one unit, is filled with the next-best MLP
+channels, which lands within one MLP channel (``3 * hidden`` parameters) of it.
 """
 from __future__ import annotations
 
@@ -154,32 +155,43 @@ def select_units(scores: list[dict], fixed: int, target: int) -> tuple[list[torc
     """Global threshold: keep the best units (each layer's best attention unit and MLP
     channel always) so that ``fixed`` + their parameters lands closest to ``target``.
 
-    Returns per-layer boolean keep masks (attention units, MLP channels), the threshold
-    and the planned parameter count.
+    The threshold is the lowest score whose prefix stays within the budget; the rest
+    of the budget (less than one unit) is filled with the next-best MLP channels, so a
+    large attention unit at the threshold cannot throw the count off by more than one
+    MLP channel.  Returns per-layer boolean keep masks (attention units, MLP channels),
+    the threshold and the planned parameter count.
     """
-    vals, params, owner = [], [], []
+    vals, params, is_mlp, owner = [], [], [], []
     for li, s in enumerate(scores):
         for kind in ("attn", "mlp"):
-            v = s[kind].clone()
+            v = s[kind].clone().double()
             v[int(torch.argmax(v))] = float("inf")  # never prune a layer to zero width
             vals.append(v)
-            params.append(torch.full_like(v, s[f"{kind}_params"], dtype=torch.float64))
+            params.append(torch.full_like(v, s[f"{kind}_params"]))
+            is_mlp.append(torch.full((v.numel(),), kind == "mlp"))
             owner.append((li, kind, v.numel()))
-    v_all, p_all = torch.cat(vals), torch.cat(params)
+    v_all, p_all, mlp_all = torch.cat(vals), torch.cat(params), torch.cat(is_mlp)
     order = torch.argsort(v_all, descending=True, stable=True)
     cum = fixed + torch.cumsum(p_all[order], 0)  # params with the top-k units kept, k = 1..N
     n_protected = int(torch.isinf(v_all).sum())
-    cand = cum[n_protected - 1:]
-    k = n_protected + int(torch.argmin((cand - target).abs()))
+    k = max(n_protected, int((cum <= target).sum()))  # cum is increasing
+    planned = float(cum[k - 1])
     keep = torch.zeros_like(v_all, dtype=torch.bool)
     keep[order[:k]] = True
+    rest = order[k:][mlp_all[order[k:]]]  # remaining MLP channels, best first
+    if rest.numel():
+        fill = planned + torch.cumsum(p_all[rest], 0)
+        errs = torch.cat([torch.tensor([abs(planned - target)], dtype=fill.dtype), (fill - target).abs()])
+        j = int(torch.argmin(errs))
+        keep[rest[:j]] = True
+        planned = planned + float(p_all[rest[:j]].sum())
     threshold = float(v_all[order[k - 1]]) if k < v_all.numel() else float("-inf")
     masks_attn, masks_mlp = [None] * len(scores), [None] * len(scores)
     pos = 0
     for li, kind, n in owner:
         (masks_attn if kind == "attn" else masks_mlp)[li] = keep[pos:pos + n].clone()
         pos += n
-    return masks_attn, masks_mlp, threshold, int(cum[k - 1])
+    return masks_attn, masks_mlp, threshold, int(round(planned))
 
 
 # --------------------------------------------------------------------------- compression
