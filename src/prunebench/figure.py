@@ -44,6 +44,9 @@ def draw(df: pd.DataFrame, title: str | None = None):
                 for _, row in s.iterrows():
                     ax.annotate(str(int(row["batch"])), (row["latency_s"], row["throughput_tok_s"]),
                                 textcoords="offset points", xytext=(3, 3), fontsize=6, color=palette[m])
+            if sub.empty:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes,
+                        color="grey")
             ax.set_yscale("log", base=2)
             ax.set_title(f"{fam}: in {i} / out {o} tokens", fontsize=9)
             ax.set_xlabel("latency (s)")
