@@ -128,3 +128,13 @@ def test_bad_config_refused_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "benchmark.batch_sizes[0]" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_report(tiny_run):
+    wd, cfg, _ = tiny_run
+    out = wd / "report.html"
+    snakemake(wd, "--report", str(out), config=cfg)
+    html = out.read_text(errors="replace")
+    for name in ("throughput_latency.png", "benchmark.csv", "quality.csv"):
+        assert name in html
+    assert "Throughput (generated tokens/s" in html  # the figure's caption

@@ -62,4 +62,7 @@ def tiny_workdir(tmp: Path, methods: dict | None = None, cells: dict | None = No
                       **(cells or {})},
     }
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # a config.yaml in the working directory, as in a checkout: the preset must replace it
+    # in every job (jobs spawned into subprocesses re-read the config)
+    (tmp / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     return tmp / "cfg.yaml"

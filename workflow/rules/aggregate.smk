@@ -9,14 +9,14 @@ rule aggregate:
         quality=report(f"{RESULTS}/tables/quality.csv", caption="../report/quality.rst", category="Tables"),
     params:
         families=J(pbconfig.families(config)),
+        cells=lambda wc, input: J(list(input.cells)),
+        ppl=lambda wc, input: J(list(input.ppl)),
+        reports=lambda wc, input: J(list(input.reports)),
     log:
         f"{RESULTS}/logs/aggregate.log",
     conda:
         "../../envs/prunebench.yaml"
-    run:
-        import contextlib
-        from prunebench import aggregate
-
-        with open(log[0], "w") as fh, contextlib.redirect_stderr(fh):
-            aggregate.run(list(input.cells), list(input.ppl), list(input.reports), output.bench,
-                          output.quality, json.loads(params.families))
+    shell:
+        "{PY} aggregate cells={params.cells:q} ppls={params.ppl:q} reports={params.reports:q}"
+        " bench_out={output.bench:q} quality_out={output.quality:q} families={params.families:q}"
+        " > {log:q} 2>&1"
