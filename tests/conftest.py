@@ -87,3 +87,22 @@ def calib():
     import torch
 
     return torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(1))
+
+
+def tiny_llama(heads: int, kv_heads: int, layers: int = 8, seed: int = 0, tied: bool = False):
+    """A tiny LlamaForCausalLM (hidden 64, vocab 128) with the given attention layout."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=64 // heads,
+                      tie_word_embeddings=tied, max_position_embeddings=64)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def calibration(n: int = 8, seq: int = 32, seed: int = 1):
+    """Seeded random token ids for the tiny_llama vocabulary."""
+    import torch
+
+    return torch.randint(0, 128, (n, seq), generator=torch.Generator().manual_seed(seed))

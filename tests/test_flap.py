@@ -10,22 +10,9 @@ import torch
 from prunebench.methods import SETTINGS_SCHEMAS, Budget, get_method
 from prunebench.methods import flap
 from prunebench.models import count_params, layer_structure, load_model, save_model
+from conftest import calibration, tiny_llama  # noqa: E402
 
 GEOMETRIES = {"mha": (4, 4), "gqa4": (8, 2), "gqa2": (4, 2)}
-
-
-def tiny_llama(heads: int, kv_heads: int, layers: int = 8, seed: int = 0, tied: bool = False):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=64 // heads,
-                      tie_word_embeddings=tied, max_position_embeddings=64)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def calibration(n: int = 8, seq: int = 32, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, 128, (n, seq), generator=torch.Generator().manual_seed(seed))
 
 
 def run(model, ratio=0.25, calib=None, **settings):

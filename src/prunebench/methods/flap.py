@@ -44,12 +44,11 @@ import torch
 
 from ..models import count_params, layer_structure
 from .base import Budget, PrunedModel, register
-from .width import (attn_geometry, budget_report, head_channels, kv_group_params, mlp_channel_params,
+from .width import (TOLERANCE, attn_geometry, budget_report, head_channels, kv_group_params, mlp_channel_params,
                     prune_attention, prune_mlp, removed_input_bias)
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 0.005
 
 SETTINGS = {
     "type": "object",

@@ -42,7 +42,6 @@ the method fails with the reachable range.  The report gives both ratios.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 import warnings
@@ -54,12 +53,11 @@ from torch import nn
 
 from ..models import count_params, layer_structure
 from .base import Budget, PrunedModel, register
-from .width import (attn_geometry, budget_report, mlp_channel_params, query_head_params, kv_group_params,
+from .width import (TOLERANCE, attn_geometry, budget_report, mlp_channel_params, query_head_params, kv_group_params,
                     resolve_layer_range, sync_attention_attrs)
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 0.005
 
 SETTINGS = {
     "type": "object",

@@ -18,6 +18,9 @@ from torch import nn
 
 from ..models import set_kv_groups
 
+#: how close to ``budget.target_params`` a width method must land (0.5 %)
+TOLERANCE = 0.005
+
 
 @dataclass(frozen=True)
 class AttnGeometry:
