@@ -36,7 +36,7 @@ def test_paper_random_preset_dry_run(tmp_path):
     proc = snakemake(tmp_path, "-n", "--cores", "1", "--configfile",
                      str(ROOT / "workflow/presets/paper-random.yaml"))
     counts = job_counts(proc.stdout)
-    assert counts["benchmark"] == 2 * 4 * 2 * 2 * 8
+    assert counts["benchmark"] == 2 * 4 * 2 * 2 * 8 * 2  # models x methods x in x out x batch x backends
     assert "corpus" not in counts  # random weights: random token ids, no corpus
 
 
