@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import logging
 import os
 from pathlib import Path
@@ -266,8 +265,11 @@ def set_kv_groups(attn, heads: int, kv_heads: int) -> None:
             setattr(attn, name, val)
 
 
-def renumber_layers(model) -> None:
-    """After removing blocks: layer_idx 0..n-1 and a config that matches."""
+def renumber_layers(model, kept: list[int] | None = None) -> None:
+    """After removing blocks: layer_idx 0..n-1 and a config that matches.
+
+    ``kept``: the original indices of the remaining blocks (to subset per-layer config lists).
+    """
     layers = model.model.layers
     for i, layer in enumerate(layers):
         layer.self_attn.layer_idx = i
@@ -276,7 +278,6 @@ def renumber_layers(model) -> None:
     cfg = model.config
     cfg.num_hidden_layers = len(layers)
     if getattr(cfg, "layer_types", None) is not None:
-        kept = getattr(model, "_prunebench_kept", None)
         cfg.layer_types = [cfg.layer_types[i] for i in kept] if kept else cfg.layer_types[: len(layers)]
 
 
@@ -427,7 +428,3 @@ def _materialise_buffers(model, config, device: torch.device | str = "cpu") -> N
     for name, buf in list(model.named_buffers()):
         if buf.is_meta:
             raise ArtifactError(f"buffer {name} could not be materialised")
-
-
-def manifest_summary(model_dir) -> str:
-    return json.dumps(read_manifest(model_dir))

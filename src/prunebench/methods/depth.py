@@ -61,9 +61,7 @@ def remove_blocks(model, drop: list[int]) -> None:
     """Remove blocks ``drop`` in place; renumber layers and update the config."""
     keep = [i for i in range(len(model.model.layers)) if i not in set(drop)]
     model.model.layers = torch.nn.ModuleList([model.model.layers[i] for i in keep])
-    model._prunebench_kept = keep
-    renumber_layers(model)
-    del model._prunebench_kept
+    renumber_layers(model, keep)
 
 
 class _Skip:
