@@ -21,15 +21,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from prunebench import config as pbconfig  # noqa: E402
 
 
-def merge(a: dict, b: dict) -> dict:
-    for k, v in b.items():
-        if isinstance(v, dict) and isinstance(a.get(k), dict):
-            merge(a[k], v)
-        else:
-            a[k] = v
-    return a
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configfile", nargs="*", default=[])
@@ -44,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = {} if args.replace else yaml.safe_load((ROOT / "config.yaml").read_text())
     for f in args.configfile:
-        merge(cfg, yaml.safe_load(Path(f).read_text()))
+        pbconfig.merge(cfg, yaml.safe_load(Path(f).read_text()))
     pbconfig.validate(cfg, check_cuda=False)
     keep = {"model": args.model, "method": args.method, "backend": args.backend,
             "in_len": args.in_len, "out_len": args.out_len, "batch": args.batch}

@@ -30,17 +30,9 @@ def test_presets_valid():
         cfg = yaml.safe_load(preset.read_text())
         if "corpora" not in cfg:  # an overlay on config.yaml
             base = paper()
-            _merge(base, cfg)
+            pbconfig.merge(base, cfg)
             cfg = base
         pbconfig.validate(cfg, check_cuda=False)
-
-
-def _merge(a, b):
-    for k, v in b.items():
-        if isinstance(v, dict) and isinstance(a.get(k), dict):
-            _merge(a[k], v)
-        else:
-            a[k] = v
 
 
 def _set(cfg, dotted, value):

@@ -159,6 +159,16 @@ def validate(config: dict, *, check_cuda: bool = True, schema_path=SCHEMA) -> di
     return config
 
 
+def merge(base: dict, overlay: dict) -> dict:
+    """Merge ``overlay`` into ``base`` in place, recursively, as Snakemake merges config files."""
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
 # --------------------------------------------------------------------------- derived values
 
 def bench_models(config: dict) -> list[str]:

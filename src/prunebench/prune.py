@@ -7,7 +7,6 @@ widths, ...).
 """
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
@@ -17,7 +16,6 @@ from .io import write_json
 from .methods import Budget, get_method
 from .models import count_params, load_model, resolve_device, save_model, save_reference, weights_kind
 
-log = logging.getLogger(__name__)
 
 
 def run(base_dir: str, calibration_path: str, out_dir: str, report_path: str, *, model_name: str,
