@@ -19,7 +19,9 @@ batch); ``roofline_frac`` = roofline_s / latency_s.
 A CUDA out-of-memory error is a result: the cell is written with ``status: "oom"``.
 
 Cell file: ``results/bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json``, fields
-listed in :data:`FIELDS` (``latencies_s`` holds every timed run).
+listed in :data:`FIELDS` (``latencies_s`` holds every timed run; ``backend_info`` is what
+the backend's ``prepare`` reports besides ``compile_s``: for ``compiled``, whether it compiled
+and captured CUDA graphs, and the inductor options; ``{}`` for ``hf-eager``).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ FIELDS = (
     "schema", "model", "method", "backend", "in_len", "out_len", "batch", "params", "num_layers",
     "weights", "dtype", "attn_implementation", "device", "device_name", "status", "error",
     "latencies_s", "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s",
-    "peak_mem_gib", "load_s", "compile_s", "hbm_bandwidth_gbs", "roofline_s", "roofline_frac",
+    "peak_mem_gib", "load_s", "compile_s", "backend_info", "hbm_bandwidth_gbs", "roofline_s", "roofline_frac",
     "warmup_runs", "warmup_new_tokens", "timed_runs", "versions", "finished_at",
 )
 
@@ -161,7 +163,9 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
         rec["load_s"] = time.perf_counter() - t0
         rec["roofline_s"] = _backends.roofline_seconds(_backends.weight_bytes(model), out_len, bandwidth)
         be = _backends.make_backend(backend)
-        rec["compile_s"] = be.prepare(model, batch, in_len, out_len)["compile_s"]
+        info = be.prepare(model, batch, in_len, out_len)
+        rec["compile_s"] = info.pop("compile_s")
+        rec["backend_info"] = info  # what the backend did: compiled, cuda_graphs, inductor options, ...
         prompt = make_prompt(model.config.vocab_size, in_len, batch, seed, dev)
         lat = time_generation(model, prompt, out_len, warmup_runs=warmup_runs,
                               warmup_new_tokens=warmup_new_tokens, timed_runs=timed_runs, device=dev,
