@@ -67,6 +67,7 @@ def backend_table(df: pd.DataFrame) -> pd.DataFrame:
             "speedup_vs_eager": None if e is None else e["latency_s"] / r["latency_s"],
             "hbm_bandwidth_gbs": r["hbm_bandwidth_gbs"], "roofline_s": r["roofline_s"],
             "roofline_frac": r["roofline_frac"],
+            "coordinate_descent_tuning": '"coordinate_descent_tuning":true' in (r["backend_info"] or ""),
         })
     return pd.DataFrame(rows)
 

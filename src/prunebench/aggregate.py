@@ -4,13 +4,16 @@
 params, num_layers, in_len, out_len, batch, latency_s (median), latency_p10_s,
 latency_p90_s, throughput_tok_s, peak_mem_gib, status, device, device_name, dtype,
 weights, timed_runs, compile_s (backend preparation, excluded from latency),
-hbm_bandwidth_gbs, roofline_s, roofline_frac (see :mod:`prunebench.benchmark`), torch,
+backend_info (the backend's settings as compact JSON, e.g. inductor options; empty for
+hf-eager and for cells written before the field existed), hbm_bandwidth_gbs, roofline_s, roofline_frac (see :mod:`prunebench.benchmark`), torch,
 transformers.
 
 ``results/tables/quality.csv`` -- one row per (model, method): model, family, method,
 params, params_ratio (vs dense), ppl, ppl_status, weights, removed_blocks.
 """
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 
@@ -19,7 +22,7 @@ from .io import read_json, write_csv
 BENCH_COLUMNS = [
     "model", "family", "method", "backend", "params", "num_layers", "in_len", "out_len", "batch",
     "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s", "peak_mem_gib", "status",
-    "device", "device_name", "dtype", "weights", "timed_runs", "compile_s", "hbm_bandwidth_gbs",
+    "device", "device_name", "dtype", "weights", "timed_runs", "compile_s", "backend_info", "hbm_bandwidth_gbs",
     "roofline_s", "roofline_frac", "torch", "transformers",
 ]
 QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl", "ppl_status",
@@ -34,6 +37,8 @@ def bench_table(cell_paths: list[str], families: dict[str, str]) -> pd.DataFrame
         row["family"] = families.get(rec["model"], rec["model"])
         v = rec.get("versions") or {}
         row["torch"], row["transformers"] = v.get("torch"), v.get("transformers")
+        info = rec.get("backend_info")  # a dict (cells before it existed: absent -> empty)
+        row["backend_info"] = json.dumps(info, sort_keys=True, separators=(",", ":")) if info else ""
         rows.append(row)
     df = pd.DataFrame(rows, columns=BENCH_COLUMNS)
     return df.sort_values(["model", "method", "backend", "in_len", "out_len", "batch"], kind="stable")
