@@ -4,21 +4,33 @@
 # ("profile ...") for the first and the last.  Stops starting new variants after
 # BUDGET_SECONDS (default 500).  GPU only.
 #
-#   scripts/backend_variants.sh [MODEL] [BATCH]      # default: llama-7b 1
+#   [SET=table|next] scripts/backend_variants.sh [MODEL] [BATCH]      # default: table, llama-7b 1
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 model=${1:-llama-7b} batch=${2:-1}
 start=$SECONDS
 CDT='inductor={"coordinate_descent_tuning": true}'
-variants=(
-    "--profile"                                               # as used in the grid so far
-    "--option gemv=reduce --option '$CDT' --profile"
-    "--option '$CDT'"
-    "--option gemv=reduce"
-    "--attn sdpa"
-    "--option gemv=reduce --option '$CDT' --attn sdpa"
-)
+NOTUNE='inductor={}'
+case "${SET:-table}" in
+table)  # the variants table of docs/reproduction.md (untuned = the first session's backend)
+    variants=(
+        "--option '$NOTUNE' --profile"
+        "--option gemv=reduce --option '$CDT' --profile"
+        "--option '$CDT'"
+        "--option gemv=reduce --option '$NOTUNE'"
+        "--option '$NOTUNE' --attn sdpa"
+    ) ;;
+next)   # is the tuned result stable from one compilation to the next; does SDPA add to it?
+    variants=(
+        "--option '$NOTUNE' --profile"
+        "--profile"                                  # the default (tuned)
+        ""                                           # the default again: a second compilation
+        "--attn sdpa"
+        "--option gemv=reduce --option '$CDT' --attn sdpa"
+    ) ;;
+*) echo "SET must be table or next" >&2; exit 2 ;;
+esac
 for v in "${variants[@]}"; do
     if (( SECONDS - start > ${BUDGET_SECONDS:-500} )); then echo "skipped (budget): $v"; continue; fi
     echo "== variant: $v"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -88,6 +89,7 @@ def test_tables_and_figure(tmp_path):
     assert list(df.columns) == aggregate.BENCH_COLUMNS
     assert len(df) == 6 and set(df["family"]) == {"Fam"}
     assert df.loc[df["status"] == "oom", "throughput_tok_s"].isna().all()
+    assert df["backend_info"].isna().all()  # cells without the field (older files): empty
     figure.run(str(tmp_path / "b.csv"), str(tmp_path / "f.png"), str(tmp_path / "f.pdf"))
     assert (tmp_path / "f.png").stat().st_size > 5000
     assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
@@ -131,3 +133,15 @@ def test_tied_embeddings_roundtrip(tmp_path):
         assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
         torch.testing.assert_close(ours(input_ids=x).logits, want)
         torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path)(input_ids=x).logits, want)
+
+
+def test_backend_info_column(tmp_path):
+    """A compiled cell's backend settings land in benchmark.csv as one JSON string."""
+    p = Path(_cell(tmp_path, "dense", 1, 0.5))
+    rec = json.loads(p.read_text())
+    rec.update(backend="compiled", backend_info={"inductor": {"coordinate_descent_tuning": True}, "compiled": True})
+    p.write_text(json.dumps(rec))
+    df = aggregate.bench_table([str(p), _cell(tmp_path, "depth", 1, 0.4)], {})
+    info = dict(zip(df["method"], df["backend_info"]))
+    assert json.loads(info["dense"]) == {"compiled": True, "inductor": {"coordinate_descent_tuning": True}}
+    assert info["depth"] == ""

@@ -294,3 +294,61 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
                         warmup_runs=1, warmup_new_tokens=2, timed_runs=2, seed=0)
     assert rec["status"] == "ok" and rec["compile_s"] >= 0 and rec["hbm_bandwidth_gbs"] > 0
     assert rec["roofline_frac"] == pytest.approx(rec["roofline_s"] / rec["latency_s"])
+    # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor options)
+    assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
+                                   "gemv": "cublas", "inductor": {}}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gemv_reduce_tokens_equal_eager(variant, monkeypatch):
+    """gemv="reduce" (batch-1 decode steps as summed products) keeps the greedy tokens, and
+    really replaces every one-row matmul: F.linear then sees only the multi-row prefill."""
+    model = _scramble(VARIANTS[variant]("eager"))
+    rows_seen = []
+    real_linear = backends.F.linear
+
+    def spy(x, w, b=None):
+        rows_seen.append(x.numel() // x.shape[-1])
+        return real_linear(x, w, b)
+
+    be = CompiledBackend(gemv="reduce")
+    prompt = _prompt(batch=1)
+    with monkeypatch.context() as m:
+        m.setattr(backends.F, "linear", spy)
+        be.prepare(model, 1, IN, OUT)
+        rows_seen.clear()  # prepare's own runs do not count
+        out = be.generate(prompt, OUT)
+    assert rows_seen and min(rows_seen) == IN  # prefill only: the IN-row prompt
+    ref = generate_once(model, prompt, OUT)
+    assert torch.equal(out, ref)
+    assert be.prepare(model, 1, IN, OUT)["gemv"] == "reduce"
+    # at batch > 1 decode steps go back to F.linear (the summed product would read W per row)
+    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(gemv="reduce"))
+    assert ok, info
+
+
+def test_backend_options_are_checked():
+    with pytest.raises(ValueError, match="gemv must be one of"):
+        CompiledBackend(gemv="magic")
+    with pytest.raises(ValueError, match="unknown torch._inductor.config option"):
+        CompiledBackend._inductor_config(True, {"no_such_inductor_option": 1})
+    import torch._inductor.config as inductor_config
+
+    before = inductor_config.coordinate_descent_tuning
+    with CompiledBackend._inductor_config(True, {"coordinate_descent_tuning": not before}):
+        assert inductor_config.coordinate_descent_tuning is (not before)
+    assert inductor_config.coordinate_descent_tuning is before
+    # no compilation: inductor options do not apply, and are reported as such
+    info = CompiledBackend(inductor={"coordinate_descent_tuning": True}).prepare(_model(False), 1, 4, 4)
+    assert info["compiled"] is False and info["inductor"] == {}
+
+
+def test_cli_option_parsing():
+    assert backends._parse_option("gemv=reduce") == ("gemv", "reduce")
+    assert backends._parse_option('inductor={"coordinate_descent_tuning": true}') == (
+        "inductor", {"coordinate_descent_tuning": True})
+    assert backends._parse_option("fuse=false") == ("fuse", False)
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        backends._parse_option("gemv")

@@ -62,7 +62,7 @@ import argparse
 import contextlib
 import sys
 import time
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +198,7 @@ class CompiledBackend:
     name = "compiled"
     default_compile: bool | None = None
     GEMV = ("cublas", "reduce")
-    DEFAULT_INDUCTOR = {"coordinate_descent_tuning": True}
+    DEFAULT_INDUCTOR: ClassVar[dict] = {"coordinate_descent_tuning": True}
 
     def __init__(self, compile: bool | None = None, cuda_graphs: bool | None = None, fuse: bool = True,
                  compile_mode: str = "default", gemv: str = "cublas", inductor: dict | None = None):

@@ -26,6 +26,7 @@ and captured CUDA graphs, and the inductor options; ``{}`` for ``hf-eager``).
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import platform
 import statistics
 import time
@@ -35,6 +36,8 @@ from tqdm.auto import tqdm
 
 from . import backends as _backends
 from .io import write_json
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "prunebench-bench-cell/1"
 FIELDS = (
@@ -151,8 +154,11 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
                warmup_runs=warmup_runs, warmup_new_tokens=warmup_new_tokens or out_len, timed_runs=timed_runs,
                versions=versions())
     model = be = None
+    t0 = time.perf_counter()
     bandwidth = _backends.measure_copy_bandwidth(dev)  # before the model: needs 2 GiB free
     rec["hbm_bandwidth_gbs"] = bandwidth / 1e9
+    log.info("copy bandwidth %.0f GB/s (measured in %.1f s, CUDA start included)", bandwidth / 1e9,
+             time.perf_counter() - t0)
     try:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -163,8 +169,10 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
         rec["load_s"] = time.perf_counter() - t0
         rec["roofline_s"] = _backends.roofline_seconds(_backends.weight_bytes(model), out_len, bandwidth)
         be = _backends.make_backend(backend)
+        log.info("model loaded in %.1f s", rec["load_s"])
         info = be.prepare(model, batch, in_len, out_len)
         rec["compile_s"] = info.pop("compile_s")
+        log.info("backend %s prepared in %.1f s", backend, rec["compile_s"])
         rec["backend_info"] = info  # what the backend did: compiled, cuda_graphs, inductor options, ...
         prompt = make_prompt(model.config.vocab_size, in_len, batch, seed, dev)
         lat = time_generation(model, prompt, out_len, warmup_runs=warmup_runs,

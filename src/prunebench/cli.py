@@ -38,6 +38,20 @@ def parse_kwargs(fn, items: list[str]) -> dict:
     return out
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), ``None`` where unknown."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -55,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 
     mod = importlib.import_module(f"prunebench.{stage}")
     kwargs = parse_kwargs(mod.run, rest)
+    age = process_age()
+    if age is not None:  # interpreter start + imports: a per-job cost worth knowing on a GPU
+        logging.getLogger("prunebench").info("%s: started %.1f s after the process", stage, age)
     t0 = time.perf_counter()
     try:
         result = mod.run(**kwargs)
