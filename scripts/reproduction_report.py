@@ -5,7 +5,8 @@
 
 Copies every cell file and prune report (the raw data), writes ``benchmark.csv`` (the
 pipeline's aggregation over the cells that exist), ``throughput_latency.{png,pdf}`` (the
-grid, HF eager backend: the paper's setting), ``speedups.csv`` (per model/input/output:
+grid, HF eager backend: the paper's setting; ``throughput_latency_compiled.{png,pdf}``: the
+compiled backend's cells), ``speedups.csv`` (per model/input/output:
 latency ratio dense/method at batch 1, throughput ratio method/dense at the largest batch
 where both ran) and ``backends.csv`` (HF eager vs compiled where both ran). The pipeline
 never writes into docs/, so these files are not overwritten by a rerun.
@@ -83,12 +84,19 @@ def main(results: str, out: str) -> None:
     write_csv(out / "benchmark.csv", df)
     write_csv(out / "speedups.csv", speedups(df[df["backend"] == "hf-eager"]).round(4))
     write_csv(out / "backends.csv", backend_table(df).round(4))
-    eager = df[df["backend"] == "hf-eager"]
-    fig = figure.draw(eager, "HF eager generate · " + ", ".join(sorted(set(eager["device_name"])))
-                      + " · float16 · random weights at the true shapes")
-    for name in ("throughput_latency.png", "throughput_latency.pdf"):
-        with atomic_path(out / name, suffix=Path(name).suffix) as tmp:
-            fig.savefig(tmp, dpi=150, format=Path(name).suffix[1:])
+    # one figure per backend: the paper's grid (HF eager) and the compiled backend's cells
+    for backend, stem, what in (("hf-eager", "throughput_latency", "HF eager generate"),
+                                ("compiled", "throughput_latency_compiled", "compiled backend (static cache, CUDA graphs)")):
+        sub = df[df["backend"] == backend]
+        if sub.empty:
+            continue
+        sep = " · " if sub[["in_len", "out_len"]].drop_duplicates().shape[0] > 2 else "\n"  # narrow figure: 2 lines
+        fig = figure.draw(sub, f"{what}{sep}" + ", ".join(sorted(set(sub["device_name"])))
+                          + " · float16 · random weights at the true shapes")
+        for suffix in (".png", ".pdf"):
+            with atomic_path(out / (stem + suffix), suffix=suffix) as tmp:
+                fig.savefig(tmp, dpi=150, format=suffix[1:])
+        figure.plt.close(fig)
     print(f"{len(cells)} cells -> {out}")
 
 
