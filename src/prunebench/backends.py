@@ -67,6 +67,8 @@ from typing import ClassVar, Protocol
 import torch
 import torch.nn.functional as F
 
+from .models import sync
+
 
 class Backend(Protocol):
     name: str
@@ -75,10 +77,6 @@ class Backend(Protocol):
 
     def generate(self, prompt: torch.Tensor, out_len: int) -> torch.Tensor: ...
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextlib.contextmanager
@@ -272,7 +270,7 @@ class CompiledBackend:
                 else:
                     self._prefill_step()       # warm-up (and, with compile, compilation)
                     self._decode()
-        _sync(dev)
+        sync(dev)
         return {"compile_s": time.perf_counter() - t0, "compiled": bool(use_compile),
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
                 "inductor": inductor if use_compile else {}}
@@ -524,7 +522,7 @@ def measure_copy_bandwidth(device, nbytes: int | None = None, iters: int | None 
     dst = torch.empty_like(src)
     best = 0.0
     for _ in range(trials + 1):  # the first trial is a warm-up
-        _sync(dev)
+        sync(dev)
         if dev.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -574,10 +572,10 @@ def time_backend(backend: Backend, prompt: torch.Tensor, out_len: int, runs: int
     backend.generate(prompt, out_len)
     lat = []
     for _ in range(runs):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         out = backend.generate(prompt, out_len)
-        _sync(dev)
+        sync(dev)
         lat.append(time.perf_counter() - t0)
         assert out.shape == (prompt.shape[0], prompt.shape[1] + out_len)
     return lat
@@ -591,11 +589,11 @@ def profile_generate(backend: Backend, prompt: torch.Tensor, out_len: int, top: 
 
     dev = prompt.device
     backend.generate(prompt, out_len)
-    _sync(dev)
+    sync(dev)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
         backend.generate(prompt, out_len)
-        _sync(dev)
+        sync(dev)
         wall = time.perf_counter() - t0
     rows = []
     for e in prof.key_averages():

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import backends as _backends
 from .io import write_json
+from .models import sync
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,6 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def generate_once(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
     return model.generate(
@@ -116,13 +113,13 @@ def time_generation(model, prompt: torch.Tensor, out_len: int, *, warmup_runs: i
     with torch.inference_mode():
         for _ in tqdm(range(warmup_runs), desc="warm-up", mininterval=1):
             gen(prompt, warmup_new_tokens)
-        _sync(device)
+        sync(device)
         latencies = []
         for _ in tqdm(range(timed_runs), desc="timed runs", mininterval=1):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             out = gen(prompt, out_len)
-            _sync(device)
+            sync(device)
             latencies.append(time.perf_counter() - t0)
             got = out.shape[1] - prompt.shape[1]
             if got != out_len:
@@ -165,7 +162,7 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
             torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
         model = load_model(model_dir, dtype=dtype, device=dev, attn_implementation=attn_implementation)
-        _sync(dev)
+        sync(dev)
         rec["load_s"] = time.perf_counter() - t0
         rec["roofline_s"] = _backends.roofline_seconds(_backends.weight_bytes(model), out_len, bandwidth)
         be = _backends.make_backend(backend)

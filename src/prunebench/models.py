@@ -130,7 +130,7 @@ def build_random(config, dtype: torch.dtype, device: torch.device | str = "cpu",
     model.to_empty(device=device)
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
-    _sync(device)
+    sync(device)
     t2 = time.perf_counter()
     std = getattr(config, "initializer_range", 0.02)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -143,13 +143,14 @@ def build_random(config, dtype: torch.dtype, device: torch.device | str = "cpu",
             else:
                 p.zero_()
     _materialise_buffers(model, config, device)
-    _sync(device)
+    sync(device)
     log.info("random weights on %s: structure %.1f s (transformers imports included), allocation %.1f s, "
              "values %.1f s", device, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return model.eval()
 
 
-def _sync(device) -> None:
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA); a no-op elsewhere.  For timing."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
