@@ -21,13 +21,14 @@ table)  # the variants table of docs/reproduction.md (untuned = the first sessio
         "--option gemv=reduce --option '$NOTUNE'"
         "--option '$NOTUNE' --attn sdpa"
     ) ;;
-next)   # is the tuned result stable from one compilation to the next; does SDPA add to it?
+next)   # is the tuned result stable from one compilation to the next, does the order of the
+        # runs matter (untuned first and last), does SDPA add to the tuning?
     variants=(
         "--option '$NOTUNE' --profile"
         "--profile"                                  # the default (tuned)
         ""                                           # the default again: a second compilation
         "--attn sdpa"
-        "--option gemv=reduce --option '$CDT' --attn sdpa"
+        "--option '$NOTUNE'"                         # untuned again, last
     ) ;;
 *) echo "SET must be table or next" >&2; exit 2 ;;
 esac
