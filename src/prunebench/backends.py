@@ -78,7 +78,6 @@ class Backend(Protocol):
     def generate(self, prompt: torch.Tensor, out_len: int) -> torch.Tensor: ...
 
 
-
 @contextlib.contextmanager
 def _no_grad():
     """One grad mode for preparing and generating, whatever the caller's (the benchmark uses
@@ -188,9 +187,9 @@ class CompiledBackend:
                      matrix, fused with its neighbours); batches > 1 always use ``F.linear``;
     ``inductor``     ``torch._inductor.config`` values set while compiling; ``None`` =
                      :data:`DEFAULT_INDUCTOR` on CUDA (coordinate-descent tuning of the
-                     generated kernels: LLaMA-7B batch 1 on an H200 0.569 -> 0.527 s, 71 -> 77 %
-                     of the roofline, for about twice the compile time; docs/reproduction.md),
-                     ``{}`` on CPU.
+                     generated kernels, for about twice the compile time: LLaMA-7B batch 1 on
+                     an H200 0.569 -> 0.527 s in one sequence of runs, but 0.557 s in a grid
+                     cell on another machine; docs/reproduction.md), ``{}`` on CPU.
     """
 
     name = "compiled"

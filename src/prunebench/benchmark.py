@@ -89,7 +89,6 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-
 def generate_once(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
     return model.generate(
         input_ids=prompt,
