@@ -4,7 +4,7 @@
 # ("profile ...") for the first and the last.  Stops starting new variants after
 # BUDGET_SECONDS (default 500).  GPU only.
 #
-#   [SET=table|next] scripts/backend_variants.sh [MODEL] [BATCH]      # default: table, llama-7b 1
+#   [SET=table|next|triton] scripts/backend_variants.sh [MODEL] [BATCH]      # default: table, llama-7b 1
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -30,11 +30,25 @@ next)   # is the tuned result stable from one compilation to the next, does the 
         "--attn sdpa"
         "--option '$NOTUNE'"                         # untuned again, last
     ) ;;
-*) echo "SET must be table or next" >&2; exit 2 ;;
+triton) # the Triton GEMV (gemv=triton) and SDPA decode attention against the default, which
+        # runs first and last (order effects); the GEMV microbenchmark first (7B, LLM-Pruner and
+        # FLAP shapes), which also fills Triton's kernel cache for the variants
+        ${PY:-python3} -m prunebench.gemv 12288x4096 4096x4096 22016x4096 4096x11008 32000x4096 \
+            8064x4096 4096x2688 14262x4096 4096x7131 12552x4096 4096x6276 2>&1 | grep -E '^\{|Error|error'
+        variants=(
+            "--profile"                                  # the default
+            "--option gemv=triton --option attention=sdpa --profile"
+            "CHECK --option gemv=triton"                 # + greedy tokens against HF generate
+            "--option attention=sdpa"
+            ""                                           # the default again, last
+        ) ;;
+*) echo "SET must be table, next or triton" >&2; exit 2 ;;
 esac
 for v in "${variants[@]}"; do
     if (( SECONDS - start > ${BUDGET_SECONDS:-500} )); then echo "skipped (budget): $v"; continue; fi
     echo "== variant: $v"
+    check=--no-check
+    if [[ $v == CHECK* ]]; then check=; v=${v#CHECK }; fi
     eval ${PY:-python3} -m prunebench.backends --config config.yaml --model "$model" --dtype float16 \
-        --batch "$batch" --time 5 --skip-eager --no-check "$v" 2>&1 | grep -E '^(time|profile|check)|Error|error' | cut -c1-3000
+        --batch "$batch" --time 5 --skip-eager $check "$v" 2>&1 | grep -E '^(time|profile|check)|Error|error' | cut -c1-3000
 done

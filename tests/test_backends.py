@@ -296,7 +296,7 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
     assert rec["roofline_frac"] == pytest.approx(rec["roofline_s"] / rec["latency_s"])
     # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor options)
     assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
-                                   "gemv": "cublas", "inductor": {}}
+                                   "gemv": "cublas", "attention": "eager", "inductor": {}}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -327,9 +327,21 @@ def test_gemv_reduce_tokens_equal_eager(variant, monkeypatch):
     assert ok, info
 
 
+@pytest.mark.parametrize("variant", ["gqa", "width-gqa"])
+def test_sdpa_attention_option_on_an_eager_model(variant):
+    """attention="sdpa" runs SDPA kernels for a model that HF runs with eager math: same tokens."""
+    model = _scramble(VARIANTS[variant]("eager"))
+    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(attention="sdpa"))
+    assert ok, info
+    assert info["attention"] == "sdpa"
+    assert CompiledBackend().prepare(model, 1, IN, 4)["attention"] == "eager"
+
+
 def test_backend_options_are_checked():
     with pytest.raises(ValueError, match="gemv must be one of"):
         CompiledBackend(gemv="magic")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        CompiledBackend(attention="flash")
     with pytest.raises(ValueError, match="unknown torch._inductor.config option"):
         CompiledBackend._inductor_config(True, {"no_such_inductor_option": 1})
     import torch._inductor.config as inductor_config

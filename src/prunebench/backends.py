@@ -181,10 +181,16 @@ class CompiledBackend:
     ``cuda_graphs``  capture prefill and decode step into CUDA graphs (CUDA only);
     ``fuse``         fuse Q/K/V and gate/up weights (default on);
     ``gemv``         how a decode step multiplies one token's activations by a weight matrix
-                     at batch 1: ``"cublas"`` (``F.linear``) or ``"reduce"`` (an
+                     at batch 1: ``"cublas"`` (``F.linear``), ``"reduce"`` (an
                      elementwise product summed over the input dimension, fp32 accumulation,
                      which ``torch.compile`` turns into one generated reduction kernel per
-                     matrix, fused with its neighbours); batches > 1 always use ``F.linear``;
+                     matrix, fused with its neighbours) or ``"triton"`` (:mod:`prunebench.gemv`:
+                     per weight shape the fastest of a Triton GEMV's configurations and
+                     cuBLAS, timed during ``prepare``); batches > 1 always use ``F.linear``;
+    ``attention``    ``"model"`` (the model's ``attn_implementation``: eager math or SDPA, as
+                     HF runs it) or ``"sdpa"`` (``F.scaled_dot_product_attention`` whatever the
+                     model says: one fused kernel per layer and step instead of two matrix
+                     products and a softmax);
     ``inductor``     ``torch._inductor.config`` values set while compiling; ``None`` =
                      :data:`DEFAULT_INDUCTOR` on CUDA (coordinate-descent tuning of the
                      generated kernels, for about twice the compile time: LLaMA-7B batch 1 on
@@ -194,13 +200,18 @@ class CompiledBackend:
 
     name = "compiled"
     default_compile: bool | None = None
-    GEMV = ("cublas", "reduce")
+    GEMV = ("cublas", "reduce", "triton")
+    ATTENTION = ("model", "sdpa")
     DEFAULT_INDUCTOR: ClassVar[dict] = {"coordinate_descent_tuning": True}
 
     def __init__(self, compile: bool | None = None, cuda_graphs: bool | None = None, fuse: bool = True,
-                 compile_mode: str = "default", gemv: str = "cublas", inductor: dict | None = None):
+                 compile_mode: str = "default", gemv: str = "cublas", inductor: dict | None = None,
+                 attention: str = "model"):
         if gemv not in self.GEMV:
             raise ValueError(f"compiled backend: gemv must be one of {self.GEMV}, got {gemv!r}")
+        if attention not in self.ATTENTION:
+            raise ValueError(f"compiled backend: attention must be one of {self.ATTENTION}, got {attention!r}")
+        self.attention = attention
         self.compile = self.default_compile if compile is None else compile
         self.cuda_graphs = cuda_graphs
         self.fuse = fuse
@@ -233,7 +244,14 @@ class CompiledBackend:
         window = getattr(model.config, "sliding_window", None)
         if window is not None and window < L:
             raise NotImplementedError(f"compiled backend: sliding_window {window} < {L} positions")
-        self.eager_attn = getattr(model.config, "_attn_implementation", "eager") == "eager"
+        self.eager_attn = (self.attention == "model"
+                           and getattr(model.config, "_attn_implementation", "eager") == "eager")
+        if self.gemv == "triton":
+            from . import gemv as gemv_mod
+
+            ok, why = gemv_mod.available(dev)
+            if not ok:
+                raise ValueError(f"compiled backend: gemv='triton': {why}")
         inner = model.model
         self.embed, self.norm, self.rotary, self.lm_head = inner.embed_tokens, inner.norm, inner.rotary_emb, model.lm_head
         rope_type = getattr(self.rotary, "rope_type", "default")
@@ -255,6 +273,15 @@ class CompiledBackend:
             eos = _eos_ids(model)
             self.eos = torch.tensor(eos, dtype=torch.long, device=dev) if eos else None
             self.neg_min = torch.finfo(dtype).min
+            self.gemv_plan, gemv_info = {}, {}
+            if self.gemv == "triton" and batch == 1:
+                self.gemv_plan, report = gemv_mod.plan(self._decode_weights(), dtype)
+                gemv_info = {"gemv_shapes": len(self.gemv_plan),
+                             "gemv_triton_shapes": sum(c is not None for c in self.gemv_plan.values()),
+                             "gemv_select_s": round(report["select_s"], 3)}
+                if report.get("timed"):
+                    gemv_info.update(gemv_step_cublas_us=round(report["step_cublas_s"] * 1e6, 1),
+                                     gemv_step_chosen_us=round(report["step_chosen_s"] * 1e6, 1))
 
             self._decode = self._decode_step
             if use_compile:
@@ -272,7 +299,19 @@ class CompiledBackend:
         sync(dev)
         return {"compile_s": time.perf_counter() - t0, "compiled": bool(use_compile),
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
-                "inductor": inductor if use_compile else {}}
+                "attention": "eager" if self.eager_attn else "sdpa",
+                "inductor": inductor if use_compile else {}, **gemv_info}
+
+    def _decode_weights(self) -> list[torch.Tensor]:
+        """Every weight matrix a decode step multiplies by, as ``_layers`` uses it."""
+        ws = []
+        for l in self.layers:
+            a, m = l.attn, l.mlp
+            ws += [l.qkv[0]] if l.qkv is not None else [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]
+            ws.append(a.o_proj.weight)
+            ws += [l.gate_up[0]] if l.gate_up is not None else [m.gate_proj.weight, m.up_proj.weight]
+            ws.append(m.down_proj.weight)
+        return ws + [self.lm_head.weight]
 
     @staticmethod
     def _inductor_config(use_compile: bool, inductor: dict):
@@ -341,10 +380,16 @@ class CompiledBackend:
         return o.reshape(B, 1, l.heads * l.hd)
 
     def _linear(self, h, w, b):
-        """``F.linear``, or at one row (batch-1 decode) with ``gemv="reduce"`` a summed product."""
-        if self.gemv == "reduce" and h.shape[0] * h.shape[1] == 1:
-            y = (h.unsqueeze(-2).float() * w.float()).sum(-1).to(h.dtype)
-            return y if b is None else y + b
+        """``F.linear``, or at one row (batch-1 decode) what ``gemv`` says."""
+        if h.shape[0] * h.shape[1] == 1:
+            if self.gemv == "reduce":
+                y = (h.unsqueeze(-2).float() * w.float()).sum(-1).to(h.dtype)
+                return y if b is None else y + b
+            cfg = self.gemv_plan.get((w.shape[0], w.shape[1]))
+            if cfg is not None:
+                from .gemv import gemv
+
+                return gemv(h, w, b, cfg)
         return F.linear(h, w, b)
 
     def _layers(self, x, positions, decode: bool):
@@ -699,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
             if not a.skip_eager:
                 row["speedup"] = row["hf-eager"]["latency_s"] / row[a.backend]["latency_s"]
             row["options"] = dict(a.option)
+            row["backend_info"] = {k: v for k, v in fast_info.items() if k not in ("compile_s", "agree", "first_mismatch")}
             print(f"time   {tag}: " + json.dumps(row), flush=True)
         if a.profile and dev.type == "cuda":
             if fast_info is None:

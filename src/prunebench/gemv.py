@@ -1,0 +1,245 @@
+"""A Triton GEMV for batch-1 decode steps, with its configuration chosen per weight shape by timing.
+
+At batch 1 a decode step multiplies one activation row by every weight matrix: each
+product reads its matrix once and does 2 flops per weight, so it can only be as fast as
+the memory.  cuBLAS picks its kernels by heuristics; on an H200 its choices for
+LLaMA-7B's 4096-wide matrices reach 80-96 % of the copy bandwidth, and lower for the
+irregular widths that width pruning leaves (docs/reproduction.md).  This module:
+
+``gemv(x, w, b, cfg)``
+    ``y = x @ w.T + b`` for ``x`` of one row (shape ``[..., K]`` with one row in all),
+    ``w`` ``[N, K]`` with contiguous rows, fp32 accumulation, ``y`` in ``x``'s dtype.  A
+    ``torch.library`` custom op (``prunebench::gemv``): ``torch.compile`` calls it as an
+    opaque kernel and CUDA graphs capture it.  Each program computes ``block_n`` outputs,
+    streaming ``block_k`` columns of its rows per loop step (no split-K, no second kernel).
+``plan(weights, x_dtype)``
+    for every distinct ``(N, K)`` among ``weights``: the fastest of :data:`CONFIGS` and
+    cuBLAS (``F.linear``), each timed on that shape's own matrices with the L2 cache
+    flushed before every call (a decode step reads its weights from HBM, not from L2);
+    returns ``{(N, K): Config | None}`` (None = cuBLAS is faster) and a report.
+
+With ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors (Triton's interpreter; the
+tests use it) and ``plan`` skips timing: every shape gets :data:`CPU_CONFIG`.
+
+Microbenchmark (GPU)::
+
+    PYTHONPATH=src python -m prunebench.gemv 12288x4096 4096x4096 22016x4096 4096x11008 32000x4096
+
+prints, per shape, cuBLAS's and the best Triton config's time and bandwidth (bytes of the
+matrix read per second) against the measured copy bandwidth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class Config(NamedTuple):
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+
+#: candidate configurations: rows per program x columns per loop step, warps, pipeline stages
+CONFIGS: tuple[Config, ...] = tuple(
+    Config(bn, bk, w, s)
+    for bn, bk in ((2, 1024), (4, 512), (4, 1024), (8, 256), (8, 512), (8, 1024), (16, 256), (16, 512), (32, 128))
+    for w in (4, 8)
+    for s in (1, 3)
+)
+CPU_CONFIG = Config(32, 64, 1, 1)
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available(device: torch.device | str) -> tuple[bool, str]:
+    """Whether the Triton GEMV can run on ``device`` (and why not)."""
+    dev = torch.device(device)
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False, "triton is not installed"
+    if dev.type == "cuda" or (dev.type == "cpu" and interpreting()):
+        return True, ""
+    return False, f"the Triton GEMV needs a CUDA device or TRITON_INTERPRET=1 on the CPU (got {dev})"
+
+
+_KERNELS: dict[bool, object] = {}
+
+
+def _kernel():
+    """The Triton kernel, defined on first use (``triton`` is optional, and Triton chooses
+    the interpreter when ``triton.jit`` runs: one kernel object per mode)."""
+    mode = interpreting()
+    if mode not in _KERNELS:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, K, stride_wn,
+                        HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+            rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+            cols = tl.arange(0, BLOCK_K)
+            row_ok = rows < N
+            w_rows = w_ptr + rows[:, None].to(tl.int64) * stride_wn
+            acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+            for k in range(0, K, BLOCK_K):
+                kk = k + cols
+                k_ok = kk < K
+                x = tl.load(x_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
+                w = tl.load(w_rows + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0,
+                            eviction_policy="evict_first")
+                acc += w.to(tl.float32) * x[None, :]
+            y = tl.sum(acc, axis=1)
+            if HAS_BIAS:
+                y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+            tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+
+        _KERNELS[mode] = gemv_kernel
+    return _KERNELS[mode]
+
+
+def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
+    if x.numel() != x.shape[-1]:
+        raise ValueError(f"gemv: x must hold one row, got shape {tuple(x.shape)}")
+    if w.dim() != 2 or w.shape[1] != x.shape[-1] or w.stride(1) != 1:
+        raise ValueError(f"gemv: w must be [N, K={x.shape[-1]}] with contiguous rows, got {tuple(w.shape)} "
+                         f"strides {w.stride()}")
+    if b is not None and (b.shape != (w.shape[0],) or not b.is_contiguous()):
+        raise ValueError(f"gemv: bias must be contiguous [N={w.shape[0]}], got {tuple(b.shape)}")
+
+
+@torch.library.custom_op("prunebench::gemv", mutates_args=())
+def _gemv_op(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+             block_n: int, block_k: int, num_warps: int, num_stages: int) -> torch.Tensor:
+    _check(x, w, b)
+    N, K = w.shape
+    xv = x.reshape(K).contiguous()
+    y = torch.empty(N, dtype=x.dtype, device=x.device)
+    grid = (-(-N // block_n),)
+    _kernel()[grid](xv, w, w if b is None else b, y, N, K, w.stride(0),
+                    HAS_BIAS=b is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+                    num_warps=num_warps, num_stages=num_stages)
+    return y.view(*x.shape[:-1], N)
+
+
+@_gemv_op.register_fake
+def _(x, w, b, block_n, block_k, num_warps, num_stages):
+    return x.new_empty(*x.shape[:-1], w.shape[0])
+
+
+def gemv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: Config) -> torch.Tensor:
+    """``F.linear(x, w, b)`` for a single row ``x`` with the Triton kernel and configuration ``cfg``."""
+    return _gemv_op(x, w, b, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages)
+
+
+# --------------------------------------------------------------------------- choosing configs
+def _time_calls(fn, flush: torch.Tensor, reps: int) -> float:
+    """Median seconds of ``fn()`` over ``reps`` calls, the L2 cache flushed before each."""
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for s, e in zip(starts, ends):
+        flush.zero_()
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    ts = sorted(s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends))
+    return ts[len(ts) // 2]
+
+
+def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Config, ...] = CONFIGS,
+         reps: int = 10) -> tuple[dict[tuple[int, int], Config | None], dict]:
+    """Per distinct ``(N, K)`` of ``weights``: the fastest Triton config, or None where cuBLAS wins.
+
+    Every candidate is timed on each matrix of that shape in turn (at most 4), ``reps``
+    times, with a write of a buffer twice the L2 size before every call; the score of a
+    candidate is its median time summed over those matrices.  The report gives, per shape,
+    the number of matrices, cuBLAS's and the chosen kernel's time per call (seconds), and
+    the predicted decode-step time of all matrices with cuBLAS only and with the choices.
+    """
+    shapes: dict[tuple[int, int], list[torch.Tensor]] = {}
+    for w in weights:
+        shapes.setdefault((int(w.shape[0]), int(w.shape[1])), []).append(w)
+    if not shapes:
+        return {}, {"shapes": [], "select_s": 0.0}
+    dev = weights[0].device
+    if dev.type != "cuda":
+        ok, why = available(dev)
+        if not ok:
+            raise RuntimeError(why)
+        return {s: CPU_CONFIG for s in shapes}, {"shapes": [], "select_s": 0.0, "timed": False}
+    t0 = time.perf_counter()
+    l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 64 << 20) or (64 << 20)
+    flush = torch.empty(2 * l2, dtype=torch.uint8, device=dev)
+    choice: dict[tuple[int, int], Config | None] = {}
+    rows, step_cublas, step_chosen = [], 0.0, 0.0
+    with torch.no_grad():
+        for (N, K), ws in shapes.items():
+            sample = ws[:4]
+            x = torch.randn(1, 1, K, dtype=x_dtype, device=dev)
+            cands: list[Config | None] = [None, *configs]
+            scores = []
+            for c in cands:
+                f = (lambda w: F.linear(x, w)) if c is None else (lambda w, c=c: gemv(x, w, None, c))
+                for w in sample:  # warm-up: Triton compiles, cuBLAS picks its kernel
+                    f(w)
+                scores.append(sum(_time_calls(lambda w=w: f(w), flush, reps) for w in sample) / len(sample))
+            best = min(range(len(cands)), key=scores.__getitem__)
+            choice[(N, K)] = cands[best]
+            step_cublas += scores[0] * len(ws)
+            step_chosen += scores[best] * len(ws)
+            rows.append({"n": N, "k": K, "count": len(ws), "cublas_s": scores[0], "chosen_s": scores[best],
+                         "config": None if cands[best] is None else list(cands[best])})
+    del flush
+    return choice, {"shapes": rows, "step_cublas_s": step_cublas, "step_chosen_s": step_chosen,
+                    "select_s": time.perf_counter() - t0, "timed": True}
+
+
+# --------------------------------------------------------------------------- CLI
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        n, k = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must be NxK (rows x columns), got {text!r}") from None
+    return n, k
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m prunebench.gemv", description=__doc__.split("\n\n")[0])
+    ap.add_argument("shapes", nargs="+", type=_shape, help="weight shapes NxK, e.g. 4096x11008")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    ap.add_argument("--copies", type=int, default=4, help="matrices per shape (distinct buffers)")
+    ap.add_argument("--reps", type=int, default=20)
+    a = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        ap.error("needs a CUDA device")
+    from .backends import measure_copy_bandwidth
+
+    dev = torch.device("cuda")
+    dtype = getattr(torch, a.dtype)
+    bw = measure_copy_bandwidth(dev)
+    ws = [torch.randn(n, k, dtype=dtype, device=dev) for n, k in a.shapes for _ in range(a.copies)]
+    choice, report = plan(ws, dtype, reps=a.reps)
+    for r in report["shapes"]:
+        nbytes = r["n"] * r["k"] * ws[0].element_size()
+        print(json.dumps({"shape": f"{r['n']}x{r['k']}", "bytes": nbytes,
+                          "cublas_us": round(r["cublas_s"] * 1e6, 2), "chosen_us": round(r["chosen_s"] * 1e6, 2),
+                          "config": r["config"],
+                          "cublas_frac_of_copy_bw": round(nbytes / r["cublas_s"] / bw, 3),
+                          "chosen_frac_of_copy_bw": round(nbytes / r["chosen_s"] / bw, 3)}))
+    print(json.dumps({"copy_bandwidth_gbs": bw / 1e9, "select_s": report["select_s"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

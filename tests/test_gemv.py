@@ -1,0 +1,123 @@
+"""The Triton GEMV (prunebench.gemv) and the compiled backend's gemv="triton": on the CPU
+through Triton's interpreter (TRITON_INTERPRET=1); the timing-based choice of configurations
+runs on a GPU only (`python -m prunebench.gemv ...`, docs/reproduction.md)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prunebench import backends
+from prunebench.backends import CompiledBackend
+from prunebench.benchmark import generate_once
+
+pytest.importorskip("triton", reason="the Triton GEMV needs triton (pip install triton; CI installs it)")
+
+from prunebench import gemv as gemv_mod  # noqa: E402
+from prunebench.gemv import Config, gemv  # noqa: E402
+
+from test_backends import IN, VARIANTS, _prompt, _scramble  # noqa: E402
+
+
+@pytest.fixture
+def interpret():
+    if not gemv_mod.interpreting():
+        pytest.skip("CPU tests of the kernel need TRITON_INTERPRET=1 (conftest sets it without CUDA)")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("n,k,bias", [(37, 50, False), (64, 128, True), (5, 300, True), (1, 7, False)])
+@pytest.mark.parametrize("cfg", [Config(4, 32, 1, 1), Config(16, 64, 4, 3)])
+def test_kernel_matches_linear(interpret, dtype, n, k, bias, cfg):
+    """Ragged shapes (N, K not multiples of the blocks), bias or none, fp32 and fp16 (fp32 accumulation)."""
+    g = torch.Generator().manual_seed(n * k)
+    x = torch.randn(1, 1, k, generator=g).to(dtype)
+    w = torch.randn(n, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g).to(dtype) if bias else None
+    y = gemv(x, w, b, cfg)
+    ref = F.linear(x.float(), w.float(), None if b is None else b.float())
+    assert y.shape == (1, 1, n) and y.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-3 * k ** 0.5
+    torch.testing.assert_close(y.float(), ref, atol=tol, rtol=1e-3)
+
+
+def test_kernel_reads_a_row_slice_of_a_fused_weight(interpret):
+    """The backend passes views of fused Q/K/V weights: rows are contiguous, the row stride is K."""
+    w = torch.randn(30, 24)
+    x = torch.randn(1, 1, 24)
+    part = w[10:20]
+    torch.testing.assert_close(gemv(x, part, None, gemv_mod.CPU_CONFIG), F.linear(x, part))
+
+
+def test_inputs_are_checked(interpret):
+    with pytest.raises(ValueError, match="one row"):
+        gemv(torch.randn(2, 1, 8), torch.randn(4, 8), None, gemv_mod.CPU_CONFIG)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        gemv(torch.randn(1, 1, 8), torch.randn(8, 4).t(), None, gemv_mod.CPU_CONFIG)
+
+
+def test_plan_groups_shapes_without_timing_on_cpu(interpret):
+    ws = [torch.randn(8, 16), torch.randn(8, 16), torch.randn(4, 16)]
+    choice, report = gemv_mod.plan(ws, torch.float32)
+    assert choice == {(8, 16): gemv_mod.CPU_CONFIG, (4, 16): gemv_mod.CPU_CONFIG}
+    assert report["timed"] is False
+
+
+def test_needs_cuda_or_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    ok, why = gemv_mod.available("cpu")
+    assert not ok and "TRITON_INTERPRET" in why
+    model = VARIANTS["mha"]("eager")
+    with pytest.raises(ValueError, match="gemv='triton'"):
+        CompiledBackend(gemv="triton").prepare(model, 1, IN, 4)
+
+
+@pytest.mark.parametrize("variant", ["gqa", "depth", "width-mha"])
+def test_backend_gemv_triton_tokens_equal_eager(interpret, variant, monkeypatch):
+    """gemv="triton" keeps the greedy tokens of HF generate, and every one-row product goes
+    through the Triton op (F.linear sees only the multi-row prefill)."""
+    out_len = 10
+    model = _scramble(VARIANTS[variant]("eager"))
+    rows_seen, triton_calls = [], []
+    real_linear, real_gemv = backends.F.linear, gemv_mod.gemv
+
+    def spy_linear(x, w, b=None):
+        rows_seen.append(x.numel() // x.shape[-1])
+        return real_linear(x, w, b)
+
+    def spy_gemv(x, w, b, cfg):
+        triton_calls.append(tuple(w.shape))
+        return real_gemv(x, w, b, cfg)
+
+    be = CompiledBackend(gemv="triton")
+    prompt = _prompt(batch=1)
+    info = be.prepare(model, 1, IN, out_len)
+    assert info["gemv"] == "triton" and info["gemv_shapes"] == info["gemv_triton_shapes"] > 0
+    with monkeypatch.context() as m:
+        m.setattr(backends.F, "linear", spy_linear)
+        m.setattr(gemv_mod, "gemv", spy_gemv)
+        out = be.generate(prompt, out_len)
+    assert rows_seen and min(rows_seen) == IN
+    n_layers = len(model.model.layers)
+    assert len(triton_calls) == (out_len - 1) * (4 * n_layers + 1) + 1  # decode steps + prefill's lm_head
+    assert torch.equal(out, generate_once(model, prompt, out_len))
+
+
+def test_backends_cli_times_and_reports_the_gemv_plan(interpret, tmp_path, capsys):
+    """`python -m prunebench.backends MODEL --time 1 --option gemv=triton`: token check, one
+    JSON line with the roofline fraction and how the backend was built."""
+    import json
+
+    model = _scramble(VARIANTS["gqa"]("eager"))
+    from prunebench.models import save_model
+
+    save_model(model, tmp_path / "m", model_name="t", method="dense", weights="safetensors")
+    rc = backends.main([str(tmp_path / "m"), "--dtype", "float32", "--device", "cpu", "--in-len", "5",
+                        "--out-len", "6", "--time", "1", "--option", "gemv=triton"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "EQUAL" in out
+    row = json.loads(next(line for line in out.splitlines() if line.startswith("time")).split(": ", 1)[1])
+    assert row["compiled"]["roofline_frac"] == pytest.approx(row["roofline_s"] / row["compiled"]["latency_s"])
+    assert row["options"] == {"gemv": "triton"}
+    assert row["backend_info"]["gemv"] == "triton" and row["backend_info"]["gemv_triton_shapes"] > 0
