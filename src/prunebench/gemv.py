@@ -50,7 +50,8 @@ class Config(NamedTuple):
 #: candidate configurations: rows per program x columns per loop step, warps, pipeline stages
 CONFIGS: tuple[Config, ...] = tuple(
     Config(bn, bk, w, s)
-    for bn, bk in ((2, 1024), (4, 512), (4, 1024), (8, 256), (8, 512), (8, 1024), (16, 256), (16, 512), (32, 128))
+    for bn, bk in ((1, 2048), (2, 1024), (2, 2048), (4, 512), (4, 1024), (4, 2048), (8, 256), (8, 512), (8, 1024),
+                   (16, 256), (16, 512), (32, 128))
     for w in (4, 8)
     for s in (1, 3)
 )
@@ -143,29 +144,53 @@ def gemv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: Config) 
 
 
 # --------------------------------------------------------------------------- choosing configs
-def _time_calls(fn, flush: torch.Tensor, reps: int) -> float:
-    """Median seconds of ``fn()`` over ``reps`` calls, the L2 cache flushed before each."""
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for s, e in zip(starts, ends):
-        flush.zero_()
+def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Tensor) -> float:
+    """Median seconds per call of ``f(w)``, every call reading its matrix from HBM, not L2.
+
+    Where the shape's matrices are together at least twice the L2 cache, they are run back
+    to back, as a decode step runs them (each timed pass cycles through them until three
+    L2 sizes were read); otherwise every call is timed alone after a read of ``flush`` (a
+    read leaves no dirty lines behind whose write-back would be charged to the next call).
+    """
+    distinct = sum(w.numel() * w.element_size() for w in ws)
+    if distinct >= 2 * l2:
+        seq, total = [], 0
+        while total < 3 * l2 or len(seq) < len(ws):
+            w = ws[len(seq) % len(ws)]
+            seq.append(w)
+            total += w.numel() * w.element_size()
+        for w in seq:  # one untimed pass
+            f(w)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for s, e in events:
+            s.record()
+            for w in seq:
+                f(w)
+            e.record()
+        torch.cuda.synchronize()
+        ts = sorted(s.elapsed_time(e) / 1e3 / len(seq) for s, e in events)
+        return ts[len(ts) // 2]
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True), w)
+              for _ in range(reps) for w in ws]
+    for s, e, w in events:
+        flush.sum()
         s.record()
-        fn()
+        f(w)
         e.record()
     torch.cuda.synchronize()
-    ts = sorted(s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends))
+    ts = sorted(s.elapsed_time(e) / 1e3 for s, e, _ in events)
     return ts[len(ts) // 2]
 
 
 def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Config, ...] = CONFIGS,
-         reps: int = 10) -> tuple[dict[tuple[int, int], Config | None], dict]:
+         reps: int = 5, extra: dict | None = None) -> tuple[dict[tuple[int, int], Config | None], dict]:
     """Per distinct ``(N, K)`` of ``weights``: the fastest Triton config, or None where cuBLAS wins.
 
-    Every candidate is timed on each matrix of that shape in turn (at most 4), ``reps``
-    times, with a write of a buffer twice the L2 size before every call; the score of a
-    candidate is its median time summed over those matrices.  The report gives, per shape,
-    the number of matrices, cuBLAS's and the chosen kernel's time per call (seconds), and
-    the predicted decode-step time of all matrices with cuBLAS only and with the choices.
+    Every candidate is timed on that shape's own matrices (:func:`_time_stream`, median of
+    ``reps``).  The report gives, per shape, the number of matrices, cuBLAS's and the chosen
+    kernel's time per call (seconds), and the predicted decode-step time of all matrices
+    with cuBLAS only and with the choices.  ``extra``: more named candidates ``{name:
+    f(x, w)}``, timed and reported (``<name>_s``) but never chosen (the CLI's ``--inductor``).
     """
     shapes: dict[tuple[int, int], list[torch.Tensor]] = {}
     for w in weights:
@@ -180,26 +205,28 @@ def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Confi
         return {s: CPU_CONFIG for s in shapes}, {"shapes": [], "select_s": 0.0, "timed": False}
     t0 = time.perf_counter()
     l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 64 << 20) or (64 << 20)
-    flush = torch.empty(2 * l2, dtype=torch.uint8, device=dev)
+    flush = torch.ones(2 * l2, dtype=torch.uint8, device=dev)
     choice: dict[tuple[int, int], Config | None] = {}
     rows, step_cublas, step_chosen = [], 0.0, 0.0
     with torch.no_grad():
         for (N, K), ws in shapes.items():
-            sample = ws[:4]
             x = torch.randn(1, 1, K, dtype=x_dtype, device=dev)
             cands: list[Config | None] = [None, *configs]
             scores = []
             for c in cands:
                 f = (lambda w: F.linear(x, w)) if c is None else (lambda w, c=c: gemv(x, w, None, c))
-                for w in sample:  # warm-up: Triton compiles, cuBLAS picks its kernel
-                    f(w)
-                scores.append(sum(_time_calls(lambda w=w: f(w), flush, reps) for w in sample) / len(sample))
+                f(ws[0])  # Triton compiles, cuBLAS picks its kernel
+                scores.append(_time_stream(f, ws, l2, reps, flush))
             best = min(range(len(cands)), key=scores.__getitem__)
             choice[(N, K)] = cands[best]
             step_cublas += scores[0] * len(ws)
             step_chosen += scores[best] * len(ws)
-            rows.append({"n": N, "k": K, "count": len(ws), "cublas_s": scores[0], "chosen_s": scores[best],
-                         "config": None if cands[best] is None else list(cands[best])})
+            row = {"n": N, "k": K, "count": len(ws), "cublas_s": scores[0], "chosen_s": scores[best],
+                   "config": None if cands[best] is None else list(cands[best])}
+            for name, g in (extra or {}).items():
+                g(x, ws[0])
+                row[f"{name}_s"] = _time_stream(lambda w, g=g: g(x, w), ws, l2, reps, flush)
+            rows.append(row)
     del flush
     return choice, {"shapes": rows, "step_cublas_s": step_cublas, "step_chosen_s": step_chosen,
                     "select_s": time.perf_counter() - t0, "timed": True}
@@ -219,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("shapes", nargs="+", type=_shape, help="weight shapes NxK, e.g. 4096x11008")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--copies", type=int, default=4, help="matrices per shape (distinct buffers)")
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--inductor", action="store_true",
+                    help="also time torch.compile(F.linear) with the compiled backend's inductor defaults "
+                         "(coordinate-descent tuning: inductor writes its own GEMV)")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         ap.error("needs a CUDA device")
@@ -229,14 +259,25 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, a.dtype)
     bw = measure_copy_bandwidth(dev)
     ws = [torch.randn(n, k, dtype=dtype, device=dev) for n, k in a.shapes for _ in range(a.copies)]
-    choice, report = plan(ws, dtype, reps=a.reps)
+    extra = {}
+    if a.inductor:
+        from .backends import CompiledBackend
+
+        def compiled_linear(x, w):
+            with CompiledBackend._inductor_config(True, CompiledBackend.DEFAULT_INDUCTOR):
+                return _compiled(x, w)
+
+        _compiled = torch.compile(lambda x, w: F.linear(x, w), dynamic=False, fullgraph=True)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(a.shapes))
+        extra["inductor"] = compiled_linear
+    choice, report = plan(ws, dtype, reps=a.reps, extra=extra)
     for r in report["shapes"]:
         nbytes = r["n"] * r["k"] * ws[0].element_size()
-        print(json.dumps({"shape": f"{r['n']}x{r['k']}", "bytes": nbytes,
-                          "cublas_us": round(r["cublas_s"] * 1e6, 2), "chosen_us": round(r["chosen_s"] * 1e6, 2),
-                          "config": r["config"],
-                          "cublas_frac_of_copy_bw": round(nbytes / r["cublas_s"] / bw, 3),
-                          "chosen_frac_of_copy_bw": round(nbytes / r["chosen_s"] / bw, 3)}))
+        out = {"shape": f"{r['n']}x{r['k']}", "bytes": nbytes, "config": r["config"]}
+        for name in ["cublas", "chosen", *extra]:
+            out[f"{name}_us"] = round(r[f"{name}_s"] * 1e6, 2)
+            out[f"{name}_frac_of_copy_bw"] = round(nbytes / r[f"{name}_s"] / bw, 3)
+        print(json.dumps(out))
     print(json.dumps({"copy_bandwidth_gbs": bw / 1e9, "select_s": report["select_s"]}))
     return 0
 
