@@ -145,41 +145,57 @@ def gemv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: Config) 
 
 # --------------------------------------------------------------------------- choosing configs
 def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Tensor) -> float:
-    """Median seconds per call of ``f(w)``, every call reading its matrix from HBM, not L2.
+    """Median GPU seconds per call of ``f(w)``, every call reading its matrix from HBM, not L2.
 
-    Where the shape's matrices are together at least twice the L2 cache, they are run back
-    to back, as a decode step runs them (each timed pass cycles through them until three
-    L2 sizes were read); otherwise every call is timed alone after a read of ``flush`` (a
-    read leaves no dirty lines behind whose write-back would be charged to the next call).
+    The calls are captured into a CUDA graph and replayed, so that the time is the GPU's,
+    not Python's launch overhead (a custom op or a compiled function costs tens of
+    microseconds to launch, more than a small GEMV runs).  Where the shape's matrices are
+    together at least twice the L2 cache, the graph runs them back to back, as a decode step
+    does, cycling until three L2 sizes were read; otherwise a read of ``flush`` goes before
+    every call and the time of a graph of the flushes alone is subtracted (a read leaves no
+    dirty lines whose write-back would be charged to the next call).
     """
     distinct = sum(w.numel() * w.element_size() for w in ws)
-    if distinct >= 2 * l2:
-        seq, total = [], 0
-        while total < 3 * l2 or len(seq) < len(ws):
-            w = ws[len(seq) % len(ws)]
-            seq.append(w)
-            total += w.numel() * w.element_size()
-        for w in seq:  # one untimed pass
-            f(w)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-        for s, e in events:
-            s.record()
+    need_flush = distinct < 2 * l2
+    seq, total = [], 0
+    while total < 3 * l2 or len(seq) < len(ws):
+        w = ws[len(seq) % len(ws)]
+        seq.append(w)
+        total += w.numel() * w.element_size()
+    seq = seq[:64] if need_flush else seq
+
+    def capture(with_f: bool) -> torch.cuda.CUDAGraph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for w in seq[:2]:  # warm-up outside the capture
+                if with_f:
+                    f(w)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
             for w in seq:
-                f(w)
-            e.record()
+                if need_flush:
+                    flush.sum()
+                if with_f:
+                    f(w)
+        return g
+
+    def replay_time(g: torch.cuda.CUDAGraph) -> float:
+        g.replay()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for a, b in events:
+            a.record()
+            g.replay()
+            b.record()
         torch.cuda.synchronize()
-        ts = sorted(s.elapsed_time(e) / 1e3 / len(seq) for s, e in events)
+        ts = sorted(a.elapsed_time(b) / 1e3 for a, b in events)
         return ts[len(ts) // 2]
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True), w)
-              for _ in range(reps) for w in ws]
-    for s, e, w in events:
-        flush.sum()
-        s.record()
-        f(w)
-        e.record()
-    torch.cuda.synchronize()
-    ts = sorted(s.elapsed_time(e) / 1e3 for s, e, _ in events)
-    return ts[len(ts) // 2]
+
+    t = replay_time(capture(True))
+    if need_flush:
+        t -= replay_time(capture(False))
+    return max(t, 0.0) / len(seq)
 
 
 def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Config, ...] = CONFIGS,
