@@ -211,10 +211,16 @@ def test_cuda_graphs_need_cuda():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("PRUNEBENCH_SLOW"), reason="torch.compile on CPU: ~40 s; PRUNEBENCH_SLOW=1")
-def test_torch_compile_on_cpu():
+@pytest.mark.parametrize("gemv", [None, "triton"])
+def test_torch_compile_on_cpu(gemv):
+    """torch.compile(fullgraph=True) traces the decode step, with the Triton GEMV's custom op too."""
+    if gemv == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton GEMV on the CPU needs Triton's interpreter")
     model = _scramble(_width_pruned(True, "eager"))
-    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(compile=True))
+    prompt = _prompt(batch=1) if gemv else _prompt()
+    ok, info = check_equivalence(model, prompt, OUT, CompiledBackend(compile=True, gemv=gemv))
     assert ok and info["compiled"], info
+    assert info["gemv"] == (gemv or "cublas")
 
 
 # --------------------------------------------------------------------------- roofline

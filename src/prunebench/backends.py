@@ -16,7 +16,10 @@ prefill of the ``in_len`` prompt tokens + ``out_len - 1`` decode steps, same dty
     (``torch.cuda.CUDAGraph``) and replayed: a call is one prefill replay +
     ``out_len - 1`` decode replays, no Python per layer.  Q/K/V and gate/up projections
     are fused into one matmul each (the model's own parameters become views of the fused
-    weight: no extra memory, the model still works as before).  On CPU there are no graphs
+    weight: no extra memory, the model still works as before).  At batch 1 every
+    matrix-vector product of a step runs on :mod:`prunebench.gemv`'s Triton kernel, in the
+    configuration that was fastest for that weight shape when ``prepare`` timed them all
+    against cuBLAS (option ``gemv``; cuBLAS where it wins or where triton is missing).  On CPU there are no graphs
     and, by default, no compilation (same code path, used by the tests).
 ``cuda-graph``
     ``compiled`` without ``torch.compile`` (CUDA graphs of the eager kernels): seconds to
@@ -180,7 +183,8 @@ class CompiledBackend:
     ``compile``      torch.compile the decode step (``compile_mode``, default ``"default"``);
     ``cuda_graphs``  capture prefill and decode step into CUDA graphs (CUDA only);
     ``fuse``         fuse Q/K/V and gate/up weights (default on);
-    ``gemv``         how a decode step multiplies one token's activations by a weight matrix
+    ``gemv``         (``None`` = ``"triton"`` on CUDA where triton is installed, else ``"cublas"``)
+                     how a decode step multiplies one token's activations by a weight matrix
                      at batch 1: ``"cublas"`` (``F.linear``), ``"reduce"`` (an
                      elementwise product summed over the input dimension, fp32 accumulation,
                      which ``torch.compile`` turns into one generated reduction kernel per
@@ -205,9 +209,9 @@ class CompiledBackend:
     DEFAULT_INDUCTOR: ClassVar[dict] = {"coordinate_descent_tuning": True}
 
     def __init__(self, compile: bool | None = None, cuda_graphs: bool | None = None, fuse: bool = True,
-                 compile_mode: str = "default", gemv: str = "cublas", inductor: dict | None = None,
+                 compile_mode: str = "default", gemv: str | None = None, inductor: dict | None = None,
                  attention: str = "model"):
-        if gemv not in self.GEMV:
+        if gemv is not None and gemv not in self.GEMV:
             raise ValueError(f"compiled backend: gemv must be one of {self.GEMV}, got {gemv!r}")
         if attention not in self.ATTENTION:
             raise ValueError(f"compiled backend: attention must be one of {self.ATTENTION}, got {attention!r}")
@@ -216,7 +220,7 @@ class CompiledBackend:
         self.cuda_graphs = cuda_graphs
         self.fuse = fuse
         self.compile_mode = compile_mode
-        self.gemv = gemv
+        self.gemv_option = gemv
         self.inductor = None if inductor is None else dict(inductor)
         self.shape = None
 
@@ -246,9 +250,12 @@ class CompiledBackend:
             raise NotImplementedError(f"compiled backend: sliding_window {window} < {L} positions")
         self.eager_attn = (self.attention == "model"
                            and getattr(model.config, "_attn_implementation", "eager") == "eager")
-        if self.gemv == "triton":
-            from . import gemv as gemv_mod
+        from . import gemv as gemv_mod
 
+        self.gemv = self.gemv_option
+        if self.gemv is None:  # automatic: the Triton GEMV on CUDA where triton is installed
+            self.gemv = "triton" if on_cuda and gemv_mod.available(dev)[0] else "cublas"
+        if self.gemv == "triton":
             ok, why = gemv_mod.available(dev)
             if not ok:
                 raise ValueError(f"compiled backend: gemv='triton': {why}")

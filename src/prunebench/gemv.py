@@ -3,8 +3,9 @@
 At batch 1 a decode step multiplies one activation row by every weight matrix: each
 product reads its matrix once and does 2 flops per weight, so it can only be as fast as
 the memory.  cuBLAS picks its kernels by heuristics; on an H200 its choices for
-LLaMA-7B's 4096-wide matrices reach 80-96 % of the copy bandwidth, and lower for the
-irregular widths that width pruning leaves (docs/reproduction.md).  This module:
+LLaMA-7B's matrices reach 57-97 % of the copy bandwidth (the 4096x4096 ``o_proj`` least),
+and 46-82 % for the irregular widths that width pruning leaves; this kernel, tuned per
+shape, 75-104 % and 64-96 % (docs/reproduction.md).  This module:
 
 ``gemv(x, w, b, cfg)``
     ``y = x @ w.T + b`` for ``x`` of one row (shape ``[..., K]`` with one row in all),
@@ -14,9 +15,10 @@ irregular widths that width pruning leaves (docs/reproduction.md).  This module:
     streaming ``block_k`` columns of its rows per loop step (no split-K, no second kernel).
 ``plan(weights, x_dtype)``
     for every distinct ``(N, K)`` among ``weights``: the fastest of :data:`CONFIGS` and
-    cuBLAS (``F.linear``), each timed on that shape's own matrices with the L2 cache
-    flushed before every call (a decode step reads its weights from HBM, not from L2);
-    returns ``{(N, K): Config | None}`` (None = cuBLAS is faster) and a report.
+    cuBLAS (``F.linear``), each captured in a CUDA graph that runs that shape's own
+    matrices back to back (GPU time, not launch overhead; read from HBM, not from L2, as a
+    decode step reads them: :func:`_time_stream`); returns ``{(N, K): Config | None}``
+    (None = cuBLAS is faster) and a report.
 
 With ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors (Triton's interpreter; the
 tests use it) and ``plan`` skips timing: every shape gets :data:`CPU_CONFIG`.
@@ -26,7 +28,9 @@ Microbenchmark (GPU)::
     PYTHONPATH=src python -m prunebench.gemv 12288x4096 4096x4096 22016x4096 4096x11008 32000x4096
 
 prints, per shape, cuBLAS's and the best Triton config's time and bandwidth (bytes of the
-matrix read per second) against the measured copy bandwidth.
+matrix read per second) against the measured copy bandwidth (``--inductor``: also
+``torch.compile(F.linear)``, which inductor turns into its own reduction kernel).  An H200
+run is in docs/reproduction.md.
 """
 from __future__ import annotations
 
