@@ -155,6 +155,10 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
     rec["hbm_bandwidth_gbs"] = bandwidth / 1e9
     log.info("copy bandwidth %.0f GB/s (measured in %.1f s, CUDA start included)", bandwidth / 1e9,
              time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    from transformers import AutoConfig, AutoModelForCausalLM  # noqa: F401 - first import: seconds, kept out of load_s
+
+    log.info("transformers imported in %.1f s", time.perf_counter() - t0)
     try:
         if dev.type == "cuda":
             torch.cuda.empty_cache()

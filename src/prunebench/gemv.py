@@ -148,7 +148,8 @@ def gemv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: Config) 
 
 
 # --------------------------------------------------------------------------- choosing configs
-def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Tensor) -> float:
+def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Tensor,
+                 flush_times: dict | None = None) -> float:
     """Median GPU seconds per call of ``f(w)``, every call reading its matrix from HBM, not L2.
 
     The calls are captured into a CUDA graph and replayed, so that the time is the GPU's,
@@ -157,7 +158,8 @@ def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Ten
     together at least twice the L2 cache, the graph runs them back to back, as a decode step
     does, cycling until three L2 sizes were read; otherwise a read of ``flush`` goes before
     every call and the time of a graph of the flushes alone is subtracted (a read leaves no
-    dirty lines whose write-back would be charged to the next call).
+    dirty lines whose write-back would be charged to the next call).  ``flush_times`` caches
+    the flushes' time per sequence length across calls.
     """
     distinct = sum(w.numel() * w.element_size() for w in ws)
     need_flush = distinct < 2 * l2
@@ -198,7 +200,10 @@ def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Ten
 
     t = replay_time(capture(True))
     if need_flush:
-        t -= replay_time(capture(False))
+        cache = {} if flush_times is None else flush_times
+        if len(seq) not in cache:
+            cache[len(seq)] = replay_time(capture(False))
+        t -= cache[len(seq)]
     return max(t, 0.0) / len(seq)
 
 
@@ -227,7 +232,7 @@ def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Confi
     l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 64 << 20) or (64 << 20)
     flush = torch.ones(2 * l2, dtype=torch.uint8, device=dev)
     choice: dict[tuple[int, int], Config | None] = {}
-    rows, step_cublas, step_chosen = [], 0.0, 0.0
+    rows, step_cublas, step_chosen, flush_times = [], 0.0, 0.0, {}
     with torch.no_grad():
         for (N, K), ws in shapes.items():
             x = torch.randn(1, 1, K, dtype=x_dtype, device=dev)
@@ -236,7 +241,7 @@ def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Confi
             for c in cands:
                 f = (lambda w: F.linear(x, w)) if c is None else (lambda w, c=c: gemv(x, w, None, c))
                 f(ws[0])  # Triton compiles, cuBLAS picks its kernel
-                scores.append(_time_stream(f, ws, l2, reps, flush))
+                scores.append(_time_stream(f, ws, l2, reps, flush, flush_times))
             best = min(range(len(cands)), key=scores.__getitem__)
             choice[(N, K)] = cands[best]
             step_cublas += scores[0] * len(ws)
@@ -245,7 +250,7 @@ def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Confi
                    "config": None if cands[best] is None else list(cands[best])}
             for name, g in (extra or {}).items():
                 g(x, ws[0])
-                row[f"{name}_s"] = _time_stream(lambda w, g=g: g(x, w), ws, l2, reps, flush)
+                row[f"{name}_s"] = _time_stream(lambda w, g=g: g(x, w), ws, l2, reps, flush, flush_times)
             rows.append(row)
     del flush
     return choice, {"shapes": rows, "step_cublas_s": step_cublas, "step_chosen_s": step_chosen,
