@@ -115,6 +115,26 @@ def test_figure_layout_rows_and_panels(tmp_path):
     assert "A: in 12 / out 128" in ax.get_title()
 
 
+def test_figure_panel_with_one_batch_size_shows_every_point():
+    """A panel where each method has one point (one batch size measured): every point lies
+    inside the axes, away from the edges, and the log2 y axis spans two octaves (so it has
+    labelled ticks) even though the points are within 50 % of each other."""
+    import math
+
+    rows = [{"model": "A", "family": "A", "method": m, "backend": "hf-eager", "params": 1e9, "in_len": 82,
+             "out_len": 512, "batch": 1, "latency_s": lat, "throughput_tok_s": 512 / lat, "status": "ok",
+             "device_name": "cpu", "dtype": "float16", "weights": "random"}
+            for m, lat in (("dense", 13.9), ("depth", 9.6), ("flap", 12.7), ("width", 14.3))]
+    ax = figure.draw(pd.DataFrame(rows)).get_axes()[0]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for r in rows:
+        assert x0 < r["latency_s"] < x1 and y0 < r["throughput_tok_s"] < y1
+        assert min(r["latency_s"] - x0, x1 - r["latency_s"]) > 0.05 * (x1 - x0)
+    assert math.log2(y1 / y0) >= 2
+    ticks = [t for t in ax.get_yticks() if y0 <= t <= y1]
+    assert len(ticks) >= 2 and all(math.log2(t).is_integer() for t in ticks)
+
+
 def test_tied_embeddings_roundtrip(tmp_path):
     """SmolLM2-style tied embeddings: stored once, reload with ours and with stock transformers."""
     from conftest import tiny_arch

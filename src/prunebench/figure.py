@@ -21,6 +21,19 @@ def _fmt_params(n: float) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
+def _limits(ax, latency: pd.Series, throughput: pd.Series, octaves: float = 2.0) -> None:
+    """Axis limits that show every point away from the edges, with at least ``octaves``
+    powers of 2 on the y axis (so it has labelled ticks when all points sit close together,
+    e.g. one batch size per method) and at least 1 s, or 20 % of the latency, on the x axis."""
+    lo, hi = float(throughput.min()), float(throughput.max())
+    span = max(hi / lo, 2.0 ** octaves)
+    mid = (lo * hi) ** 0.5
+    ax.set_ylim(mid / span ** 0.5 / 1.25, mid * span ** 0.5 * 1.25)
+    x0, x1 = float(latency.min()), float(latency.max())
+    pad = max((x1 - x0) * 0.08, 0.5, 0.1 * x1)
+    ax.set_xlim(max(0.0, x0 - pad), x1 + pad)
+
+
 def draw(df: pd.DataFrame, title: str | None = None):
     ok = df[df["status"] == "ok"]
     families = list(dict.fromkeys(df["family"]))
@@ -57,7 +70,8 @@ def draw(df: pd.DataFrame, title: str | None = None):
                 txt = "OOM: " + ", ".join(f"{m} bs{b}" for m, b in zip(oom["method"], oom["batch"]))
                 ax.text(0.01, -0.28, txt, transform=ax.transAxes, fontsize=6, color="crimson")
             if not sub.empty:
-                ax.legend(fontsize=6, loc="lower right")
+                _limits(ax, sub["latency_s"], sub["throughput_tok_s"])
+                ax.legend(fontsize=6, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
