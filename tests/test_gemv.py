@@ -121,3 +121,29 @@ def test_backends_cli_times_and_reports_the_gemv_plan(interpret, tmp_path, capsy
     assert row["compiled"]["roofline_frac"] == pytest.approx(row["roofline_s"] / row["compiled"]["latency_s"])
     assert row["options"] == {"gemv": "triton"}
     assert row["backend_info"]["gemv"] == "triton" and row["backend_info"]["gemv_triton_shapes"] > 0
+
+
+def test_stream_sequence_reads_from_hbm_not_l2():
+    """What the selection times (GPU only): the model's matrices back to back when they
+    overflow the L2 cache, with an L2 flush before each call when they fit in it."""
+    l2 = 50 << 20
+    mb = 1 << 20
+
+    def mats(n, rows):  # fp16 [rows, 1024 * 512 / 2] = rows MiB each; meta: no memory
+        return [torch.empty(rows, 512 * 1024, dtype=torch.float16, device="meta") for _ in range(n)]
+
+    big = mats(32, 100)                                    # 32 x 100 MiB (Q/K/V of 32 layers)
+    seq, flush = gemv_mod._stream_sequence(big, l2)
+    assert not flush and seq == big                         # each once: 3.2 GB >> L2
+
+    two = mats(2, 60)                                      # 120 MiB: over twice the L2 -> no flush
+    seq, flush = gemv_mod._stream_sequence(two, l2)
+    assert not flush and sum(w.numel() * 2 for w in seq) >= 3 * l2 and set(map(id, seq)) == set(map(id, two))
+
+    one = mats(1, 40)                                      # one 40 MiB matrix fits in L2: flush each call
+    seq, flush = gemv_mod._stream_sequence(one, l2)
+    assert flush and len(seq) * 40 * mb >= 3 * l2 and all(w is one[0] for w in seq)
+
+    tiny = mats(3, 1)                                      # 1 MiB each: the cap bounds the pass
+    seq, flush = gemv_mod._stream_sequence(tiny, l2)
+    assert flush and len(seq) == 64

@@ -148,6 +148,22 @@ def gemv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: Config) 
 
 
 # --------------------------------------------------------------------------- choosing configs
+def _stream_sequence(ws: list[torch.Tensor], l2: int, max_flushed: int = 64) -> tuple[list[torch.Tensor], bool]:
+    """The matrices one timed pass of :func:`_time_stream` runs, and whether each call needs
+    an L2 flush: every matrix at least once, cycling until three L2 sizes were read; with
+    flushes (the matrices fit in twice the L2) at most ``max_flushed`` calls."""
+    distinct = sum(w.numel() * w.element_size() for w in ws)
+    need_flush = distinct < 2 * l2
+    seq, total = [], 0
+    while total < 3 * l2 or len(seq) < len(ws):
+        w = ws[len(seq) % len(ws)]
+        seq.append(w)
+        total += w.numel() * w.element_size()
+        if need_flush and len(seq) >= max(max_flushed, len(ws)):
+            break
+    return seq, need_flush
+
+
 def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Tensor,
                  flush_times: dict | None = None) -> float:
     """Median GPU seconds per call of ``f(w)``, every call reading its matrix from HBM, not L2.
@@ -161,14 +177,7 @@ def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Ten
     dirty lines whose write-back would be charged to the next call).  ``flush_times`` caches
     the flushes' time per sequence length across calls.
     """
-    distinct = sum(w.numel() * w.element_size() for w in ws)
-    need_flush = distinct < 2 * l2
-    seq, total = [], 0
-    while total < 3 * l2 or len(seq) < len(ws):
-        w = ws[len(seq) % len(ws)]
-        seq.append(w)
-        total += w.numel() * w.element_size()
-    seq = seq[:64] if need_flush else seq
+    seq, need_flush = _stream_sequence(ws, l2)
 
     def capture(with_f: bool) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()
