@@ -70,6 +70,7 @@ from typing import ClassVar, Protocol
 import torch
 import torch.nn.functional as F
 
+from . import gemv as gemv_mod
 from .models import sync
 
 
@@ -250,8 +251,6 @@ class CompiledBackend:
             raise NotImplementedError(f"compiled backend: sliding_window {window} < {L} positions")
         self.eager_attn = (self.attention == "model"
                            and getattr(model.config, "_attn_implementation", "eager") == "eager")
-        from . import gemv as gemv_mod
-
         self.gemv = self.gemv_option
         if self.gemv is None:  # automatic: the Triton GEMV on CUDA where triton is installed
             self.gemv = "triton" if on_cuda and gemv_mod.available(dev)[0] else "cublas"
@@ -394,9 +393,7 @@ class CompiledBackend:
                 return y if b is None else y + b
             cfg = self.gemv_plan.get((w.shape[0], w.shape[1]))
             if cfg is not None:
-                from .gemv import gemv
-
-                return gemv(h, w, b, cfg)
+                return gemv_mod.gemv(h, w, b, cfg)
         return F.linear(h, w, b)
 
     def _layers(self, x, positions, decode: bool):
