@@ -251,13 +251,12 @@ class CompiledBackend:
             raise NotImplementedError(f"compiled backend: sliding_window {window} < {L} positions")
         self.eager_attn = (self.attention == "model"
                            and getattr(model.config, "_attn_implementation", "eager") == "eager")
+        triton_ok, why = gemv_mod.available(dev)
         self.gemv = self.gemv_option
         if self.gemv is None:  # automatic: the Triton GEMV on CUDA where triton is installed
-            self.gemv = "triton" if on_cuda and gemv_mod.available(dev)[0] else "cublas"
-        if self.gemv == "triton":
-            ok, why = gemv_mod.available(dev)
-            if not ok:
-                raise ValueError(f"compiled backend: gemv='triton': {why}")
+            self.gemv = "triton" if on_cuda and triton_ok else "cublas"
+        if self.gemv == "triton" and not triton_ok:
+            raise ValueError(f"compiled backend: gemv='triton': {why}")
         inner = model.model
         self.embed, self.norm, self.rotary, self.lm_head = inner.embed_tokens, inner.norm, inner.rotary_emb, model.lm_head
         rope_type = getattr(self.rotary, "rope_type", "default")
