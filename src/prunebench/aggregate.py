@@ -22,7 +22,7 @@ from .io import read_json, write_csv
 BENCH_COLUMNS = [
     "model", "family", "method", "backend", "params", "num_layers", "in_len", "out_len", "batch",
     "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s", "peak_mem_gib", "status",
-    "device", "device_name", "dtype", "weights", "timed_runs", "compile_s", "backend_info", "hbm_bandwidth_gbs",
+    "device", "device_name", "gpu_uuid", "dtype", "weights", "timed_runs", "compile_s", "backend_info", "hbm_bandwidth_gbs",
     "roofline_s", "roofline_frac", "torch", "transformers",
 ]
 QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl", "ppl_status",

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "prunebench-bench-cell/1"
 FIELDS = (
     "schema", "model", "method", "backend", "in_len", "out_len", "batch", "params", "num_layers",
-    "weights", "dtype", "attn_implementation", "device", "device_name", "status", "error",
+    "weights", "dtype", "attn_implementation", "device", "device_name", "gpu_uuid", "status", "error",
     "latencies_s", "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s",
     "peak_mem_gib", "load_s", "compile_s", "backend_info", "hbm_bandwidth_gbs", "roofline_s", "roofline_frac",
     "warmup_runs", "warmup_new_tokens", "timed_runs", "versions", "finished_at",
@@ -149,6 +149,8 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
                device=dev.type, device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
                warmup_runs=warmup_runs, warmup_new_tokens=warmup_new_tokens or out_len, timed_runs=timed_runs,
                versions=versions())
+    if dev.type == "cuda":  # which physical card (several GPUs of one machine run cells side by side)
+        rec["gpu_uuid"] = str(torch.cuda.get_device_properties(dev).uuid)
     model = be = None
     t0 = time.perf_counter()
     bandwidth = _backends.measure_copy_bandwidth(dev)  # before the model: needs 2 GiB free

@@ -61,6 +61,10 @@ def resolve_device(name: str) -> torch.device:
             f"device {name!r} was asked for (config key benchmark.device / pruning.device) "
             "but torch sees no CUDA device on this machine"
         )
+    if name.startswith("cuda"):
+        from . import gpus
+
+        gpus.verify()
     return torch.device(name)
 
 
