@@ -135,6 +135,19 @@ def test_figure_panel_with_one_batch_size_shows_every_point():
     assert len(ticks) >= 2 and all(math.log2(t).is_integer() for t in ticks)
 
 
+def test_figure_title_fits_a_one_panel_figure():
+    """A one-panel figure (one family, one input/output pair) keeps its long title inside."""
+    rows = [{"model": "A", "family": "A", "method": "dense", "backend": "compiled", "params": 1e9, "in_len": 12,
+             "out_len": 128, "batch": b, "latency_s": 1.0, "throughput_tok_s": 128.0 * b, "status": "ok",
+             "device_name": "cpu", "dtype": "float16", "weights": "random"} for b in (1, 64)]
+    title = "compiled backend (static cache, CUDA graphs) · NVIDIA H100 80GB HBM3 · float16 · random weights at the true shapes"
+    fig = figure.draw(pd.DataFrame(rows), title)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    assert "\n" in fig._suptitle.get_text()
+
+
 def test_tied_embeddings_roundtrip(tmp_path):
     """SmolLM2-style tied embeddings: stored once, reload with ours and with stock transformers."""
     from conftest import tiny_arch

@@ -7,6 +7,8 @@ each method's parameter count.  Cells that ran out of memory are listed under th
 """
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -72,8 +74,9 @@ def draw(df: pd.DataFrame, title: str | None = None):
             if not sub.empty:
                 _limits(ax, sub["latency_s"], sub["throughput_tok_s"])
                 ax.legend(fontsize=6, loc="best")
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # wrapped to the figure's width: a one-panel figure would clip a long title
+        width_in = fig.get_size_inches()[0]
+        fig.suptitle(textwrap.fill(title, width=max(30, int(width_in * 72 / (10 * 0.62)))), fontsize=10)
     fig.tight_layout()
     return fig
 
