@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from prunebench import cli, gpus
+from prunebench import gpus
 
 
 @pytest.fixture
@@ -27,19 +27,28 @@ def fake_gpus(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PRUNEBENCH_GPU_LOCKS", str(tmp_path))
     monkeypatch.delenv("PRUNEBENCH_GPU_CLAIM", raising=False)
+    gpus.release()
     yield make
     gpus.release()
+
+
+def as_another_job(monkeypatch):
+    """The state a new job's process starts in: nothing claimed, all GPUs visible (the lock
+    files this process holds stay held, as another job's would)."""
+    gpus.CLAIMED = None
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
 
 
 def test_claims_distinct_gpus_and_narrows_visible_devices(fake_gpus, monkeypatch):
     fake_gpus(3)
     assert gpus.claim() == "0"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # as a second job would start
+    assert gpus.claim() == "0"  # the same process again: keeps its GPU, takes no other
+    as_another_job(monkeypatch)
     assert gpus.claim() == "1"
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    as_another_job(monkeypatch)
     assert gpus.claim() == "2"
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    as_another_job(monkeypatch)
     with pytest.raises(TimeoutError, match="all 3 GPUs"):
         gpus.claim(wait_s=0.05, poll_s=0.01)
     gpus.release()
@@ -93,7 +102,7 @@ def test_a_gpu_held_by_another_process_is_skipped_and_freed_when_it_dies(fake_gp
     finally:
         holder.kill()
         holder.wait()
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    as_another_job(monkeypatch)
     assert gpus.claim() == "0"  # the dead holder left no stale lock
 
 
@@ -133,15 +142,17 @@ class Claimed(Exception):
     pass
 
 
-def test_cli_claims_before_a_gpu_stage_runs(monkeypatch):
+def test_resolve_device_claims_before_cuda_only_where_asked(monkeypatch):
+    from prunebench.models import resolve_device
+
     def claim(*a, **k):
         raise Claimed
 
     monkeypatch.delenv("PRUNEBENCH_GPU_CLAIM", raising=False)
     monkeypatch.setattr(gpus, "claim", claim)
-    with pytest.raises(Claimed):
-        cli.main(["perplexity", "device=cuda"])
-    with pytest.raises(TypeError):  # no claim for the CPU; run() then misses its arguments
-        cli.main(["perplexity", "device=cpu"])
-    with pytest.raises(TypeError):  # a stage without a device never claims
-        cli.main(["aggregate"])
+    for name in ("cuda", "auto"):
+        with pytest.raises(Claimed):
+            resolve_device(name)
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("PRUNEBENCH_GPU_CLAIM", "0")
+    assert resolve_device("auto").type in ("cpu", "cuda")  # turned off: no claim

@@ -69,12 +69,6 @@ def main(argv: list[str] | None = None) -> int:
 
     mod = importlib.import_module(f"prunebench.{stage}")
     kwargs = parse_kwargs(mod.run, rest)
-    device = inspect.signature(mod.run).parameters.get("device")
-    if device is not None:  # a GPU stage: on a machine of several GPUs, take a free one first
-        from . import gpus
-
-        if gpus.wants_claim(kwargs.get("device", device.default)):
-            gpus.claim()
     age = process_age()
     if age is not None:  # interpreter start + imports: a per-job cost worth knowing on a GPU
         logging.getLogger("prunebench").info("%s: started %.1f s after the process", stage, age)

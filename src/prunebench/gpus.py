@@ -2,13 +2,13 @@
 
 Snakemake's ``--resources gpu=N`` lets N GPU jobs run at once on one machine, but does not
 say which GPU each may use; without help they would all land on ``cuda:0``.  Every GPU
-stage (``prune``, ``perplexity``, ``benchmark``) therefore calls :func:`claim` from the
-command line before anything touches CUDA: it takes an exclusive ``flock`` on one lock file
-per visible GPU, first free one wins, and narrows ``CUDA_VISIBLE_DEVICES`` to that GPU, so
-the rest of the process sees exactly one device, ``cuda`` = ``cuda:0``.
+stage (``prune``, ``perplexity``, ``benchmark``) therefore calls :func:`claim`, through
+``models.resolve_device``, before anything touches CUDA: it takes an exclusive ``flock`` on
+one lock file per visible GPU, first free one wins, and narrows ``CUDA_VISIBLE_DEVICES`` to
+that GPU, so the rest of the process sees exactly one device, ``cuda`` = ``cuda:0``.
 
 - The lock is held by the open file until the process exits: a job that dies (killed,
-  out of memory, node failure of the process) frees its GPU at once, no stale lock is left.
+  out of memory, crashed) frees its GPU at once, no stale lock is left.
 - Where only one GPU is visible (a one-GPU machine, or a Slurm job that was handed one GPU
   through ``CUDA_VISIBLE_DEVICES``) nothing is claimed.
 - When every GPU is claimed (more jobs allowed than GPUs), the job waits for one to free.
@@ -65,6 +65,9 @@ def claim(wait_s: float | None = None, poll_s: float = 2.0) -> str | None:
     a GPU to free up, at most ``wait_s`` seconds (None: no limit), then raises
     :class:`TimeoutError`.
     """
+    global CLAIMED
+    if CLAIMED is not None:  # already holds one
+        return CLAIMED
     tokens = visible_tokens()
     if len(tokens) <= 1:
         return None
@@ -85,7 +88,6 @@ def claim(wait_s: float | None = None, poll_s: float = 2.0) -> str | None:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             _HELD.append(fd)
-            global CLAIMED
             CLAIMED = os.environ["CUDA_VISIBLE_DEVICES"] = token
             log.info("claimed GPU %s of %s (lock %s)", token, ",".join(tokens), folder)
             return token

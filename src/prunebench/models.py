@@ -53,7 +53,16 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. ``cuda`` without a GPU is an error."""
+    """``auto`` -> cuda when available, else cpu. ``cuda`` without a GPU is an error.
+
+    On a machine of several GPUs, ``cuda`` and ``auto`` first claim a free GPU for this
+    process (:mod:`prunebench.gpus`), before anything starts CUDA: every GPU stage calls
+    this before its first use of the device, and a stage that needs no device (dense
+    pruning, perplexity of random weights) never claims one."""
+    from . import gpus
+
+    if gpus.wants_claim(name):
+        gpus.claim()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -62,8 +71,6 @@ def resolve_device(name: str) -> torch.device:
             "but torch sees no CUDA device on this machine"
         )
     if name.startswith("cuda"):
-        from . import gpus
-
         gpus.verify()
     return torch.device(name)
 
