@@ -8,10 +8,10 @@
 The config files are merged over config.yaml like Snakemake does (``--replace`` to not).
 
 ``--estimate DIR`` prints, on stderr, each listed cell's estimated GPU seconds and the total,
-from the cell files under ``DIR/bench`` (e.g. ``docs/reproduction``); ``--budget S`` stops
+from the cell files under ``DIR/bench`` (e.g. ``docs/reproduction/h100``); ``--budget S`` stops
 the list where the estimates add up to S seconds -- a slice that fits one device call:
 
-    python scripts/cells.py --configfile $P --out 512 --missing --estimate docs/reproduction --budget 500
+    python scripts/cells.py --configfile $P --out 512 --missing --estimate docs/reproduction/h100 --budget 500
 
 Estimate of a cell = 12 s of start-up (Python, CUDA, weights; measured 10-14 s) + its
 compile time + (warm-up runs + timed runs) x its latency, the latency taken from the measured

@@ -2,6 +2,7 @@
 # Run the pipeline on the offline GPU machine, resuming from an earlier slice.
 #
 #   scripts/device_run.sh <snakemake args...>
+#   (on a machine of N GPUs: add --cores N --resources gpu=N; each cell takes its own GPU)
 #
 # 1. installs the wheels of .whl/ (scripts/device_wheels.sh) into /tmp/site;
 # 2. unpacks .device/state.tar.gz (results/ and .snakemake/ metadata of the last slice,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Build docs/reproduction/ from a results folder of (possibly partial) GPU runs.
+"""Build a docs/reproduction/<device>/ folder from a results folder of (possibly partial) GPU runs.
 
-    python scripts/reproduction_report.py RESULTS_DIR docs/reproduction
+    python scripts/reproduction_report.py RESULTS_DIR docs/reproduction/h100
 
 Copies every cell file and prune report (the raw data), writes ``benchmark.csv`` (the
 pipeline's aggregation over the cells that exist), ``throughput_latency.{png,pdf}`` (the
