@@ -59,11 +59,11 @@ def visible_tokens() -> list[str]:
 def claim(wait_s: float | None = None, poll_s: float = 2.0) -> str | None:
     """Claim a free GPU for this process; returns its ``CUDA_VISIBLE_DEVICES`` entry.
 
-    ``None`` when there is nothing to choose (one GPU or none); :class:`RuntimeError` when
-    CUDA was already started in this process (narrowing the visible devices would then have
-    no effect, and jobs would silently share a GPU).  Waits for
-    a GPU to free up, at most ``wait_s`` seconds (None: no limit), then raises
-    :class:`TimeoutError`.
+    Returns the held entry again when this process already claimed one, ``None`` when there
+    is nothing to choose (one GPU or none).  Raises :class:`RuntimeError` when CUDA already
+    started in this process (narrowing the visible devices would have no effect, and jobs
+    would silently share a GPU).  Waits for a GPU to free up, at most ``wait_s`` seconds
+    (None: no limit), then raises :class:`TimeoutError`.
     """
     global CLAIMED
     if CLAIMED is not None:  # already holds one

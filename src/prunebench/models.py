@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from . import gpus
 from .io import ArtifactError, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,10 @@ def resolve_device(name: str) -> torch.device:
     process (:mod:`prunebench.gpus`), before anything starts CUDA: every GPU stage calls
     this before its first use of the device, and a stage that needs no device (dense
     pruning, perplexity of random weights) never claims one."""
-    from . import gpus
-
     if gpus.wants_claim(name):
         gpus.claim()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(
             f"device {name!r} was asked for (config key benchmark.device / pruning.device) "
