@@ -8,7 +8,7 @@
 # 2. unpacks .device/state.tar.gz (results/ and .snakemake/ metadata of the last slice,
 #    mtimes kept) so Snakemake's cache resumes where the last slice stopped -- unless the
 #    machine is still warm from a call that got further (results/.slice, a counter);
-# 3. runs snakemake with the given arguments;
+# 3. runs snakemake with the given arguments (and --rerun-incomplete);
 # 4. packs results/ and .snakemake/metadata into $OUT/state.tar.gz (even when snakemake
 #    failed or was stopped), so the next slice, and this machine's owner, get every cell.
 set -uo pipefail
@@ -43,4 +43,6 @@ pack() {
 }
 trap pack EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-timeout -s INT "${SLICE_SECONDS:-540}" python3 -m snakemake "$@"
+# --rerun-incomplete: the cells the last slice's end interrupted are marked incomplete, and
+# Snakemake would otherwise refuse to start at all
+timeout -s INT "${SLICE_SECONDS:-540}" python3 -m snakemake --rerun-incomplete "$@"
