@@ -251,6 +251,27 @@ def test_weight_bytes():
     assert backends.weight_bytes(tied) == sum(p.numel() for p in tied.parameters()) * 4
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_kv_cache_bytes_is_the_cache_generate_leaves(variant):
+    """The predicted KV-cache size equals what HF generate's cache holds at the end, for
+    GQA, depth- and width-pruned (per-layer widths) models."""
+    model = VARIANTS[variant]("eager")
+    batch, in_len, out_len = 3, 5, 7
+    out = model.generate(input_ids=_prompt(batch=batch, in_len=in_len), do_sample=False, min_new_tokens=out_len,
+                         max_new_tokens=out_len, pad_token_id=0, use_cache=True, return_dict_in_generate=True)
+    cache = out.past_key_values
+    layers = getattr(cache, "layers", None)
+    tensors = ([t for lay in layers for t in (lay.keys, lay.values)] if layers is not None
+               else [*cache.key_cache, *cache.value_cache])
+    held = sum(t.numel() * t.element_size() for t in tensors)
+    assert held == backends.kv_cache_bytes(model, batch, in_len, out_len)
+    assert held == batch * backends.kv_bytes_per_token(model) * (in_len + out_len - 1)
+
+
+def test_free_device_memory_only_bounds_cuda():
+    assert backends.free_device_memory("cpu") is None
+
+
 def test_copy_bandwidth_cpu():
     bw = backends.measure_copy_bandwidth("cpu", nbytes=1 << 22, iters=2, trials=2)
     assert 1e8 < bw < 1e13  # bytes/s, read + written

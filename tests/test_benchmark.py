@@ -65,6 +65,29 @@ def test_oom_is_a_result(model_dir, tmp_path, monkeypatch):
     assert json.loads(out.read_text())["latency_s"] is None
 
 
+def test_a_cell_that_cannot_fit_is_recorded_without_running(model_dir, tiny_model, tmp_path, monkeypatch):
+    """Where the KV cache alone exceeds the free memory after the weights, the cell is an
+    OOM result at once (the error says predicted); with exactly enough memory it runs."""
+    from prunebench import backends
+
+    need = backends.kv_cache_bytes(tiny_model, 3, 5, 6)  # _run's cell: batch 3, 5 -> 6 tokens
+    free = {"bytes": need - 1}
+    monkeypatch.setattr(backends, "free_device_memory", lambda device: free["bytes"])
+    real_generate = benchmark.generate_once
+
+    def never(*a, **k):
+        raise AssertionError("generate ran although the cell cannot fit")
+
+    monkeypatch.setattr(benchmark, "generate_once", never)
+    out = tmp_path / "pred.json"
+    rec = _run(model_dir, out)
+    assert rec["status"] == "oom" and rec["error"].startswith("out of memory (predicted, not run)")
+    assert json.loads(out.read_text())["latency_s"] is None
+    free["bytes"] = need
+    monkeypatch.setattr(benchmark, "generate_once", real_generate)
+    assert _run(model_dir, tmp_path / "fits.json")["status"] == "ok"
+
+
 def test_other_errors_fail_and_write_nothing(model_dir, tmp_path, monkeypatch):
     def bad(*a, **k):
         raise ValueError("something else")

@@ -601,14 +601,39 @@ def roofline_seconds(weight_bytes: float, out_len: int, bandwidth: float, kv_rea
     return (weight_bytes * out_len + kv_read_bytes) / bandwidth
 
 
-def kv_read_bytes(model, batch: int, in_len: int, out_len: int) -> int:
-    """KV-cache bytes the decode steps read (step t attends to in_len + t positions)."""
-    per_token = 0
+def kv_bytes_per_token(model) -> int:
+    """KV-cache bytes one position of one sequence takes: K and V of every layer, at each
+    layer's own width (width-pruned layers keep fewer heads; depth-pruned models have fewer
+    layers), in the projections' dtype."""
+    total = 0
     for layer in model.model.layers:
         attn = layer.self_attn
-        per_token += 2 * attn.k_proj.out_features * attn.k_proj.weight.element_size()
+        for proj in (attn.k_proj, attn.v_proj):
+            total += proj.out_features * proj.weight.element_size()
+    return total
+
+
+def kv_read_bytes(model, batch: int, in_len: int, out_len: int) -> int:
+    """KV-cache bytes the decode steps read (step t attends to in_len + t positions)."""
     positions = sum(in_len + t for t in range(1, out_len))
-    return batch * per_token * positions
+    return batch * kv_bytes_per_token(model) * positions
+
+
+def kv_cache_bytes(model, batch: int, in_len: int, out_len: int) -> int:
+    """Bytes of the KV cache when ``generate`` ends: ``in_len + out_len - 1`` positions (the
+    last token is never fed back) of ``batch`` sequences -- a lower bound on the memory a
+    generation needs beyond the weights."""
+    return batch * kv_bytes_per_token(model) * (in_len + out_len - 1)
+
+
+def free_device_memory(device) -> int | None:
+    """Free bytes on a CUDA device (this process's cached, unused blocks returned first);
+    ``None`` for the CPU, which has no such bound."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    return torch.cuda.mem_get_info(dev)[0]
 
 
 # --------------------------------------------------------------------------- CLI: GPU self-check

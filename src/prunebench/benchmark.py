@@ -16,7 +16,9 @@ the model is loaded ((bytes read + written) / time, GB/s); ``roofline_s`` = weig
 per forward pass x out_len / that bandwidth (the least time any implementation needs at small
 batch); ``roofline_frac`` = roofline_s / latency_s.
 
-A CUDA out-of-memory error is a result: the cell is written with ``status: "oom"``.
+A CUDA out-of-memory error is a result: the cell is written with ``status: "oom"``.  A cell
+whose KV cache alone cannot fit in the memory left after the weights is written so at once,
+without running (:func:`check_fits`; its ``error`` says "predicted, not run").
 
 Cell file: ``results/bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json``, fields
 listed in :data:`FIELDS` (``latencies_s`` holds every timed run; ``backend_info`` is what
@@ -87,6 +89,20 @@ def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def check_fits(model, batch: int, in_len: int, out_len: int, device) -> None:
+    """Raise ``torch.OutOfMemoryError`` at once where the cell's KV cache alone exceeds the
+    device memory left after the weights: such a generation must run out of memory, and HF's
+    growing cache would find out only late in it (a minute of GPU time for a large cell).
+    The cell is then recorded as ``oom`` like one that failed while running; the error says
+    it was predicted.  Nothing is predicted for the CPU, nor where the bound holds."""
+    free = _backends.free_device_memory(device)
+    need = _backends.kv_cache_bytes(model, batch, in_len, out_len)
+    if free is not None and need > free:
+        raise torch.OutOfMemoryError(
+            f"out of memory (predicted, not run): the KV cache of {batch} x {in_len + out_len - 1} "
+            f"positions alone needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free after the weights")
 
 
 def generate_once(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
@@ -170,6 +186,7 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
         sync(dev)
         rec["load_s"] = time.perf_counter() - t0
         rec["roofline_s"] = _backends.roofline_seconds(_backends.weight_bytes(model), out_len, bandwidth)
+        check_fits(model, batch, in_len, out_len, dev)
         be = _backends.make_backend(backend)
         log.info("model loaded in %.1f s", rec["load_s"])
         info = be.prepare(model, batch, in_len, out_len)
