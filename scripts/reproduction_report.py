@@ -8,12 +8,22 @@ pipeline's aggregation over the cells that exist), ``throughput_latency.{png,pdf
 grid, HF eager backend: the paper's setting; ``throughput_latency_compiled.{png,pdf}``: the
 compiled backend's cells), ``speedups.csv`` (per model/input/output:
 latency ratio dense/method at batch 1, throughput ratio method/dense at the largest batch
-where both ran) and ``backends.csv`` (HF eager vs compiled where both ran). The pipeline
-never writes into docs/, so these files are not overwritten by a rerun.
+where both ran), ``backends.csv`` (HF eager vs compiled where both ran), ``ratios.csv``
+(every point where a method and dense ran the same cell: dense latency / method latency)
+and ``summary.txt`` (the statistics the reproduction document quotes: per backend and
+method, at how many points the method is faster than dense, min/median/max and the median
+per batch size; the spread of the timed runs).  ``--compare OTHER`` adds how the ratios
+agree with another folder's ``ratios.csv`` (another device) on the points both measured.
+The pipeline never writes into docs/, so these files are not overwritten by a rerun.
+
+    python scripts/reproduction_report.py RESULTS_DIR docs/reproduction/h100 --compare docs/reproduction/h200
 """
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -73,7 +83,63 @@ def backend_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(results: str, out: str) -> None:
+KEYS = ["model", "backend", "in_len", "out_len", "batch"]
+
+
+def method_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """Every point where a method and dense ran the same cell (model, backend, lengths,
+    batch): ``speedup`` = dense latency / method latency (= the throughput ratio there)."""
+    ok = df[df["status"] == "ok"]
+    dense = ok[ok["method"] == "dense"].set_index(KEYS)["latency_s"]
+    rows = []
+    for _, r in ok[ok["method"] != "dense"].iterrows():
+        key = tuple(r[k] for k in KEYS)
+        if key in dense.index:
+            rows.append({**{k: r[k] for k in KEYS}, "method": r["method"], "dense_latency_s": dense[key],
+                         "latency_s": r["latency_s"], "speedup": dense[key] / r["latency_s"]})
+    return pd.DataFrame(rows, columns=[*KEYS, "method", "dense_latency_s", "latency_s", "speedup"])
+
+
+def run_spreads(cells: list[Path], backend: str = "hf-eager") -> list[tuple[float, str]]:
+    """(max - min) / median of each ``ok`` cell's timed latencies, with the cell's name, sorted."""
+    out = []
+    for c in cells:
+        rec = json.loads(c.read_text())
+        lat = rec.get("latencies_s") or []
+        if rec.get("status") == "ok" and rec.get("backend") == backend and len(lat) > 1:
+            name = f"{rec['model']}/{rec['method']}/{backend}/in{rec['in_len']}_out{rec['out_len']}_bs{rec['batch']}"
+            out.append(((max(lat) - min(lat)) / statistics.median(lat), name))
+    return sorted(out)
+
+
+def summary(ratios: pd.DataFrame, spreads: list[tuple[float, str]], other: pd.DataFrame | None = None) -> str:
+    """The statistics the reproduction document quotes, as text."""
+    lines = []
+    for backend, g in ratios.groupby("backend"):
+        lines.append(f"{backend}: speed-up against dense (dense latency / method latency) at the matched points")
+        for method, m in g.groupby("method"):
+            sp = m["speedup"]
+            by_batch = ", ".join(f"{b}: {v:.2f}x" for b, v in m.groupby("batch")["speedup"].median().items())
+            lines.append(f"  {method}: {len(sp)} points, faster than dense at {(sp > 1).sum()}; "
+                         f"min {sp.min():.2f}x, median {sp.median():.2f}x, max {sp.max():.2f}x; "
+                         f"median by batch: {by_batch}")
+    if spreads:
+        v = [x for x, _ in spreads]
+        lines.append(f"spread of the timed runs, (max - min) / median, hf-eager: {len(v)} cells, median "
+                     f"{100 * statistics.median(v):.1f} %, maximum {100 * v[-1]:.1f} % ({spreads[-1][1]}), "
+                     f"{sum(x > 0.15 for x in v)} above 15 %")
+    if other is not None and not other.empty and not ratios.empty:
+        both = ratios.merge(other, on=[*KEYS, "method"], suffixes=("", "_other"))
+        lines.append("against the other folder's ratios, at the points both measured:")
+        for method, m in both.groupby("method"):
+            same = ((m["speedup"] > 1) == (m["speedup_other"] > 1)).sum()
+            diff = (m["speedup"] / m["speedup_other"] - 1).abs().median()
+            lines.append(f"  {method}: {len(m)} points, same side of 1x at {same}; "
+                         f"median |relative difference| {100 * diff:.1f} %")
+    return "\n".join(lines) + "\n"
+
+
+def main(results: str, out: str, compare: str | None = None) -> None:
     results, out = Path(results), Path(out)
     cells = sorted((results / "bench").rglob("*.json"))
     for src in cells + sorted((results / "prune").rglob("*.json")):
@@ -90,15 +156,23 @@ def main(results: str, out: str) -> None:
         sub = df[df["backend"] == backend]
         if sub.empty:
             continue
-        sep = " · " if sub[["in_len", "out_len"]].drop_duplicates().shape[0] > 2 else "\n"  # narrow figure: 2 lines
-        fig = figure.draw(sub, f"{what}{sep}" + ", ".join(sorted(set(sub["device_name"])))
-                          + " · float16 · random weights at the true shapes")
-        for suffix in (".png", ".pdf"):
-            with atomic_path(out / (stem + suffix), suffix=suffix) as tmp:
-                fig.savefig(tmp, dpi=150, format=suffix[1:])
-        figure.plt.close(fig)
+        fig = figure.draw(sub, f"{what} · " + ", ".join(sorted(set(sub["device_name"])))
+                          + " · float16 · random weights at the true shapes")  # wrapped to the figure's width
+        figure.save(fig, out / (stem + ".png"), out / (stem + ".pdf"))
+    ratios = method_ratios(df)
+    write_csv(out / "ratios.csv", ratios.round(4))
+    other = pd.read_csv(Path(compare) / "ratios.csv") if compare else None
+    text = summary(ratios, run_spreads(cells), other)
+    with atomic_path(out / "summary.txt", suffix=".txt") as tmp:
+        Path(tmp).write_text(text)
+    print(text, end="")
     print(f"{len(cells)} cells -> {out}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="a results folder (bench/, prune/)")
+    ap.add_argument("out", help="the report folder, e.g. docs/reproduction/h100")
+    ap.add_argument("--compare", help="another report folder whose ratios.csv to compare with")
+    a = ap.parse_args()
+    main(a.results, a.out, a.compare)

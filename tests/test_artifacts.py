@@ -92,7 +92,11 @@ def test_tables_and_figure(tmp_path):
     assert df["backend_info"].isna().all()  # cells without the field (older files): empty
     figure.run(str(tmp_path / "b.csv"), str(tmp_path / "f.png"), str(tmp_path / "f.pdf"))
     assert (tmp_path / "f.png").stat().st_size > 5000
-    assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    pdf = (tmp_path / "f.pdf").read_bytes()
+    assert pdf[:4] == b"%PDF"
+    figure.run(str(tmp_path / "b.csv"), str(tmp_path / "g.png"), str(tmp_path / "g.pdf"))
+    assert (tmp_path / "g.pdf").read_bytes() == pdf  # no date inside: a rerun changes no byte
+    assert (tmp_path / "g.png").read_bytes() == (tmp_path / "f.png").read_bytes()
 
 
 def test_figure_layout_rows_and_panels(tmp_path):

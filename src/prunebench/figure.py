@@ -92,9 +92,15 @@ def run(bench_csv: str, out_png: str, out_pdf: str) -> None:
     weights = ", ".join(sorted(set(map(str, df["weights"].dropna()))))
     backends = ", ".join(sorted(set(map(str, df["backend"]))))
     title = f"{backends} · {devices} · {df['dtype'].iloc[0]} · weights: {weights}"
-    fig = draw(df, title)
-    for path in (out_png, out_pdf):
+    save(draw(df, title), out_png, out_pdf)
+
+
+def save(fig, *paths) -> None:
+    """Write ``fig`` to each path, the format from its suffix, atomically, and close it.  PDFs
+    carry no creation date: the same figure gives the same bytes (no churn in committed files)."""
+    for path in map(str, paths):
         suffix = "." + path.rsplit(".", 1)[-1]
         with atomic_path(path, suffix=suffix) as tmp:
-            fig.savefig(tmp, dpi=150, format=suffix[1:])
+            fig.savefig(tmp, dpi=150, format=suffix[1:],
+                        metadata={"CreationDate": None} if suffix == ".pdf" else None)
     plt.close(fig)
