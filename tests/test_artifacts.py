@@ -152,6 +152,38 @@ def test_figure_title_fits_a_one_panel_figure():
     assert "\n" in fig._suptitle.get_text()
 
 
+def test_figure_oom_notes_stay_under_their_panels():
+    """Long out-of-memory lists (the 512-token panels of the real grid) wrap to their panel's
+    width: each note lies inside its column, and the panels keep their width (an unwrapped
+    note once made tight_layout shrink every panel to a sliver and ran into the next one)."""
+    rows = []
+    for fam in ("A", "B"):
+        for i in (12, 82):
+            for o in (128, 512):
+                for m in ("dense", "depth-ppl", "flap", "llm-pruner"):
+                    for b in (1, 8, 64, 128, 256, 384):
+                        oom = o == 512 and b >= 128
+                        rows.append({"model": fam, "family": fam, "method": m, "backend": "hf-eager",
+                                     "params": 1e9, "in_len": i, "out_len": o, "batch": b,
+                                     "latency_s": None if oom else 1.0 + b / 10,
+                                     "throughput_tok_s": None if oom else b * o / (1.0 + b / 10),
+                                     "status": "oom" if oom else "ok", "device_name": "cpu",
+                                     "dtype": "float16", "weights": "random"})
+    fig = figure.draw(pd.DataFrame(rows), "a title")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ncols, width = 4, fig.bbox.width
+    axes = fig.get_axes()
+    assert all(ax.get_position().width > 0.5 / ncols for ax in axes)
+    notes = [(ax, t) for ax in axes for t in ax.texts if t.get_text().startswith("OOM")]
+    assert len(notes) == 4  # the four 512-token panels
+    for ax, t in notes:
+        col = int(ax.get_position().x0 * ncols)
+        box = t.get_window_extent(renderer)
+        assert col * width / ncols - 1 <= box.x0 and box.x1 <= (col + 1) * width / ncols + 1
+        assert "dense bs128, 256, 384" in t.get_text().replace("\n", " ")
+
+
 def test_tied_embeddings_roundtrip(tmp_path):
     """SmolLM2-style tied embeddings: stored once, reload with ours and with stock transformers."""
     from conftest import tiny_arch

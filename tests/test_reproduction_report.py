@@ -60,3 +60,20 @@ def test_run_spreads_from_cell_files(report, tmp_path):
     spreads = report.run_spreads(cells)
     assert [n for _, n in spreads] == ["m/a/hf-eager/in12_out128_bs1", "m/b/hf-eager/in12_out128_bs1"]
     assert [x for x, _ in spreads] == pytest.approx([0.1 / 1.05, 0.5])
+
+
+def test_speedups_largest_common_batch_and_best_throughput(report):
+    """The throughput ratio at the largest batch both ran, and each method's best throughput
+    (at whatever batch it fits) against dense's best: depth fits batch 64 where dense ran out."""
+    def row(method, batch, latency, status="ok"):
+        return {**_row(method, batch, latency, status=status), "params": 1e9, "peak_mem_gib": 1.0,
+                "throughput_tok_s": batch * 128 / latency if status == "ok" else None}
+    df = pd.DataFrame([row("dense", 1, 4.0), row("dense", 8, 4.0), row("dense", 64, None, status="oom"),
+                       row("depth", 1, 2.0), row("depth", 8, 3.2), row("depth", 64, 4.0)])
+    sp = report.speedups(df).set_index("method")
+    assert sp.loc["depth", "latency_speedup_bs1"] == pytest.approx(2.0)
+    assert sp.loc["depth", "largest_batch"] == 8
+    assert sp.loc["depth", "throughput_speedup_largest"] == pytest.approx(4.0 / 3.2)
+    assert sp.loc["depth", "best_batch"] == 64 and sp.loc["dense", "best_batch"] == 8
+    assert sp.loc["depth", "best_throughput_vs_dense"] == pytest.approx((64 * 128 / 4.0) / (8 * 128 / 4.0))
+    assert sp.loc["dense", "best_throughput_vs_dense"] == pytest.approx(1.0)

@@ -36,6 +36,17 @@ def _limits(ax, latency: pd.Series, throughput: pd.Series, octaves: float = 2.0)
     ax.set_xlim(max(0.0, x0 - pad), x1 + pad)
 
 
+PANEL_W, PANEL_H = 4.2, 3.6  # inches per panel
+
+
+def _oom_note(oom: pd.DataFrame, width_in: float, fontsize: float = 6) -> str:
+    """'OOM: dense bs128, 256 · flap bs256', wrapped to ``width_in`` inches of text: a long
+    list must not widen its panel (tight_layout would shrink every panel to make room)."""
+    per_method = {m: ", ".join(str(int(b)) for b in sorted(g["batch"])) for m, g in oom.groupby("method", sort=False)}
+    txt = "OOM: " + " · ".join(f"{m} bs{b}" for m, b in per_method.items())
+    return textwrap.fill(txt, width=int(0.8 * width_in * 72 / (fontsize * 0.6)), break_on_hyphens=False)
+
+
 def draw(df: pd.DataFrame, title: str | None = None):
     ok = df[df["status"] == "ok"]
     families = list(dict.fromkeys(df["family"]))
@@ -43,7 +54,7 @@ def draw(df: pd.DataFrame, title: str | None = None):
     methods = list(dict.fromkeys(df["method"]))
     palette = dict(zip(methods, sns.color_palette("tab10", len(methods))))
     markers = dict(zip(methods, "osD^vP*X"))
-    fig, axes = plt.subplots(len(families), len(panels), figsize=(4.2 * len(panels), 3.6 * len(families)),
+    fig, axes = plt.subplots(len(families), len(panels), figsize=(PANEL_W * len(panels), PANEL_H * len(families)),
                              squeeze=False)
     for r, fam in enumerate(families):
         for c, (i, o) in enumerate(panels):
@@ -69,8 +80,8 @@ def draw(df: pd.DataFrame, title: str | None = None):
             ax.grid(True, which="both", alpha=0.3)
             oom = df[(df["family"] == fam) & (df["in_len"] == i) & (df["out_len"] == o) & (df["status"] == "oom")]
             if not oom.empty:
-                txt = "OOM: " + ", ".join(f"{m} bs{b}" for m, b in zip(oom["method"], oom["batch"]))
-                ax.text(0.01, -0.28, txt, transform=ax.transAxes, fontsize=6, color="crimson")
+                ax.annotate(_oom_note(oom, PANEL_W), (0, 0), xycoords="axes fraction", xytext=(0, -32),
+                            textcoords="offset points", va="top", fontsize=6, color="crimson")
             if not sub.empty:
                 _limits(ax, sub["latency_s"], sub["throughput_tok_s"])
                 ax.legend(fontsize=6, loc="best")
