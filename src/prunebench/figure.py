@@ -39,12 +39,20 @@ def _limits(ax, latency: pd.Series, throughput: pd.Series, octaves: float = 2.0)
 PANEL_W, PANEL_H = 4.2, 3.6  # inches per panel
 
 
+def _fill(text: str, width_in: float, fontsize: float, char_em: float, min_chars: int = 1,
+          break_on_hyphens: bool = True) -> str:
+    """``text`` wrapped to ``width_in`` inches at ``fontsize`` points, a character taking
+    ``char_em`` of the font size (an average width: the caller leaves room for wide ones)."""
+    return textwrap.fill(text, width=max(min_chars, int(width_in * 72 / (fontsize * char_em))),
+                         break_on_hyphens=break_on_hyphens)
+
+
 def _oom_note(oom: pd.DataFrame, width_in: float, fontsize: float = 6) -> str:
-    """'OOM: dense bs128, 256 · flap bs256', wrapped to ``width_in`` inches of text: a long
+    """'OOM: dense bs128, 256 · flap bs256', wrapped to 80 % of ``width_in`` inches: a long
     list must not widen its panel (tight_layout would shrink every panel to make room)."""
     per_method = {m: ", ".join(str(int(b)) for b in sorted(g["batch"])) for m, g in oom.groupby("method", sort=False)}
     txt = "OOM: " + " · ".join(f"{m} bs{b}" for m, b in per_method.items())
-    return textwrap.fill(txt, width=int(0.8 * width_in * 72 / (fontsize * 0.6)), break_on_hyphens=False)
+    return _fill(txt, 0.8 * width_in, fontsize, 0.6, break_on_hyphens=False)
 
 
 def draw(df: pd.DataFrame, title: str | None = None):
@@ -86,8 +94,7 @@ def draw(df: pd.DataFrame, title: str | None = None):
                 _limits(ax, sub["latency_s"], sub["throughput_tok_s"])
                 ax.legend(fontsize=6, loc="best")
     if title:  # wrapped to the figure's width: a one-panel figure would clip a long title
-        width_in = fig.get_size_inches()[0]
-        fig.suptitle(textwrap.fill(title, width=max(30, int(width_in * 72 / (10 * 0.62)))), fontsize=10)
+        fig.suptitle(_fill(title, fig.get_size_inches()[0], 10, 0.62, min_chars=30), fontsize=10)
     fig.tight_layout()
     return fig
 
