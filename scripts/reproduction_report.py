@@ -151,7 +151,7 @@ def main(results: str, out: str, compare: str | None = None) -> None:
         dst = out / src.relative_to(results)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    df = aggregate.bench_table([str(c) for c in cells], FAMILIES)
+    df = aggregate.bench_table(aggregate.read_cells([str(c) for c in cells]), FAMILIES)
     write_csv(out / "benchmark.csv", df)
     write_csv(out / "speedups.csv", speedups(df[df["backend"] == "hf-eager"]).round(4))
     write_csv(out / "backends.csv", backend_table(df).round(4))

@@ -56,8 +56,9 @@ def main(argv=None) -> int:
     import torch
     import yaml
 
-    from prunebench.backends import kv_read_bytes, measure_copy_bandwidth, roofline_seconds, weight_bytes
-    from prunebench.models import resolve_device, resolve_dtype
+    from prunebench.devices import measure_copy_bandwidth, resolve_device
+    from prunebench.models import resolve_dtype
+    from prunebench.roofline import kv_read_bytes, roofline_seconds, weight_bytes
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", nargs="?", help="a model folder (prunebench.json inside)")

@@ -210,7 +210,7 @@ def test_backend_info_column(tmp_path):
     rec = json.loads(p.read_text())
     rec.update(backend="compiled", backend_info={"inductor": {"coordinate_descent_tuning": True}, "compiled": True})
     p.write_text(json.dumps(rec))
-    df = aggregate.bench_table([str(p), _cell(tmp_path, "depth", 1, 0.4)], {})
+    df = aggregate.bench_table(aggregate.read_cells([str(p), _cell(tmp_path, "depth", 1, 0.4)]), {})
     info = dict(zip(df["method"], df["backend_info"]))
     assert json.loads(info["dense"]) == {"compiled": True, "inductor": {"coordinate_descent_tuning": True}}
     assert info["depth"] == ""

@@ -9,9 +9,13 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from prunebench import backends
-from prunebench.backends import CompiledBackend, check_equivalence
-from prunebench.benchmark import generate_once
+from prunebench import backends, devices, roofline
+from prunebench.backends import CompiledBackend
+from prunebench.backends import compiled as compiled_mod
+from prunebench.backends import hf_eager
+from prunebench.tools import selfcheck
+from prunebench.tools.selfcheck import check_equivalence
+from prunebench.backends.hf_eager import generate_once
 from prunebench.methods.depth import remove_blocks
 from prunebench.models import apply_structure, is_uniform, layer_structure
 
@@ -196,9 +200,7 @@ def test_registry_and_hf_eager_backend(monkeypatch):
     be = backends.make_backend("hf-eager")
     assert be.prepare(model, BATCH, IN, OUT) == {"compile_s": 0.0}
     assert torch.equal(be.generate(_prompt(), OUT), generate_once(model, _prompt(), OUT))
-    from prunebench import benchmark
-
-    monkeypatch.setattr(benchmark, "generate_once", lambda m, p, n: "patched")
+    monkeypatch.setattr(hf_eager, "generate_once", lambda m, p, n, cb=None: "patched")
     assert be.generate(_prompt(), OUT) == "patched"  # the benchmark's OOM test relies on this
 
 
@@ -227,28 +229,28 @@ def test_torch_compile_on_cpu(gemv):
 
 def test_roofline_arithmetic():
     # LLaMA-7B fp16: 13.5 GB x 128 tokens at 4 TB/s (read+write copy rate) = 0.432 s
-    assert backends.roofline_seconds(13.5e9, 128, 4.0e12) == pytest.approx(0.432)
-    assert backends.roofline_seconds(1e9, 10, 1e12, kv_read_bytes=5e9) == pytest.approx(0.015)
+    assert roofline.roofline_seconds(13.5e9, 128, 4.0e12) == pytest.approx(0.432)
+    assert roofline.roofline_seconds(1e9, 10, 1e12, kv_read_bytes=5e9) == pytest.approx(0.015)
     with pytest.raises(ValueError):
-        backends.roofline_seconds(1e9, 10, 0)
+        roofline.roofline_seconds(1e9, 10, 0)
 
 
 def test_weight_bytes():
     m = _model(True)  # untied: the input embedding table is not read by a decode step
     emb = 300 * 64 * 4
     total = sum(p.numel() for p in m.parameters()) * 4
-    assert backends.weight_bytes(m, decode_read=False) == total
-    assert backends.weight_bytes(m) == total - emb
+    assert roofline.weight_bytes(m, decode_read=False) == total
+    assert roofline.weight_bytes(m) == total - emb
     # KV bytes: per token 2 (K and V) x kv_heads x head_dim x 4 bytes x layers
     per_tok = 2 * 2 * 8 * 4 * 8
-    assert backends.kv_read_bytes(m, 2, 10, 3) == 2 * per_tok * (11 + 12)
-    assert backends.weight_bytes(m.half()) == (total - emb) // 2
+    assert roofline.kv_read_bytes(m, 2, 10, 3) == 2 * per_tok * (11 + 12)
+    assert roofline.weight_bytes(m.half()) == (total - emb) // 2
     # tied: the one table is the output head, read every step
     a = tiny_arch()
     a.pop("model_type")
     a["tie_word_embeddings"] = True
     tied = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a))
-    assert backends.weight_bytes(tied) == sum(p.numel() for p in tied.parameters()) * 4
+    assert roofline.weight_bytes(tied) == sum(p.numel() for p in tied.parameters()) * 4
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -264,16 +266,16 @@ def test_kv_cache_bytes_is_the_cache_generate_leaves(variant):
     tensors = ([t for lay in layers for t in (lay.keys, lay.values)] if layers is not None
                else [*cache.key_cache, *cache.value_cache])
     held = sum(t.numel() * t.element_size() for t in tensors)
-    assert held == backends.kv_cache_bytes(model, batch, in_len, out_len)
-    assert held == batch * backends.kv_bytes_per_token(model) * (in_len + out_len - 1)
+    assert held == roofline.kv_cache_bytes(model, batch, in_len, out_len)
+    assert held == batch * roofline.kv_bytes_per_token(model) * (in_len + out_len - 1)
 
 
 def test_free_device_memory_only_bounds_cuda():
-    assert backends.free_device_memory("cpu") is None
+    assert devices.free_device_memory("cpu") is None
 
 
 def test_copy_bandwidth_cpu():
-    bw = backends.measure_copy_bandwidth("cpu", nbytes=1 << 22, iters=2, trials=2)
+    bw = devices.measure_copy_bandwidth("cpu", nbytes=1 << 22, iters=2, trials=2)
     assert 1e8 < bw < 1e13  # bytes/s, read + written
 
 
@@ -282,9 +284,12 @@ def test_check_equivalence_catches_a_bug():
     model = _scramble(_model(True, "sdpa"))
 
     class Broken(CompiledBackend):
-        def _attend_decode(self, l, q, kc, vc, mask, add_mask):
+        def _attend_decode(self, *args):
+            *head, mask, add_mask = args
             mask = (self.arange_L < self.pos).view(1, 1, 1, -1)
-            return super()._attend_decode(l, q, kc, vc, mask, add_mask)
+            if add_mask is not None:
+                add_mask = torch.zeros(mask.shape, dtype=add_mask.dtype).masked_fill(~mask, self.neg_min)
+            return super()._attend_decode(*head, mask, add_mask)
 
     ok, info = check_equivalence(model, _prompt(), OUT, Broken())
     assert not ok and info["first_mismatch"]["step"] == 1 and not info["first_mismatch"]["tie"], info
@@ -318,12 +323,12 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
     save_model(_width_pruned(True, "eager"), d, model_name="tiny", method="w", weights="safetensors")
     rec = benchmark.run(str(d), str(tmp_path / "cell.json"), model_name="tiny", method="w", backend="compiled",
                         in_len=5, out_len=6, batch=2, dtype="float32", device="cpu", attn_implementation="eager",
-                        warmup_runs=1, warmup_new_tokens=2, timed_runs=2, seed=0)
+                        timing={"min_runs": 2, "max_runs": 2, "warmup_new_tokens": 2}, seed=0)
     assert rec["status"] == "ok" and rec["compile_s"] >= 0 and rec["hbm_bandwidth_gbs"] > 0
     assert rec["roofline_frac"] == pytest.approx(rec["roofline_s"] / rec["latency_s"])
     # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor options)
     assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
-                                   "gemv": "cublas", "attention": "eager", "inductor": {}}
+                                   "gemv": "cublas", "attention": "eager", "inductor": {}, "compiled_regions": 0}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -332,7 +337,7 @@ def test_gemv_reduce_tokens_equal_eager(variant, monkeypatch):
     really replaces every one-row matmul: F.linear then sees only the multi-row prefill."""
     model = _scramble(VARIANTS[variant]("eager"))
     rows_seen = []
-    real_linear = backends.F.linear
+    real_linear = compiled_mod.F.linear
 
     def spy(x, w, b=None):
         rows_seen.append(x.numel() // x.shape[-1])
@@ -341,7 +346,7 @@ def test_gemv_reduce_tokens_equal_eager(variant, monkeypatch):
     be = CompiledBackend(gemv="reduce")
     prompt = _prompt(batch=1)
     with monkeypatch.context() as m:
-        m.setattr(backends.F, "linear", spy)
+        m.setattr(compiled_mod.F, "linear", spy)
         be.prepare(model, 1, IN, OUT)
         rows_seen.clear()  # prepare's own runs do not count
         out = be.generate(prompt, OUT)
@@ -383,11 +388,11 @@ def test_backend_options_are_checked():
 
 
 def test_cli_option_parsing():
-    assert backends._parse_option("gemv=reduce") == ("gemv", "reduce")
-    assert backends._parse_option('inductor={"coordinate_descent_tuning": true}') == (
+    assert selfcheck._parse_option("gemv=reduce") == ("gemv", "reduce")
+    assert selfcheck._parse_option('inductor={"coordinate_descent_tuning": true}') == (
         "inductor", {"coordinate_descent_tuning": True})
-    assert backends._parse_option("fuse=false") == ("fuse", False)
+    assert selfcheck._parse_option("fuse=false") == ("fuse", False)
     import argparse
 
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
-        backends._parse_option("gemv")
+        selfcheck._parse_option("gemv")

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from prunebench import backends
 from prunebench.backends import CompiledBackend
-from prunebench.benchmark import generate_once
+from prunebench.backends import compiled as compiled_mod
+from prunebench.backends.hf_eager import generate_once
+from prunebench.tools import selfcheck
 
 pytest.importorskip("triton", reason="the Triton GEMV needs triton (pip install triton; CI installs it)")
 
@@ -79,7 +81,7 @@ def test_backend_gemv_triton_tokens_equal_eager(interpret, variant, monkeypatch)
     out_len = 10
     model = _scramble(VARIANTS[variant]("eager"))
     rows_seen, triton_calls = [], []
-    real_linear, real_gemv = backends.F.linear, gemv_mod.gemv
+    real_linear, real_gemv = compiled_mod.F.linear, gemv_mod.gemv
 
     def spy_linear(x, w, b=None):
         rows_seen.append(x.numel() // x.shape[-1])
@@ -94,7 +96,7 @@ def test_backend_gemv_triton_tokens_equal_eager(interpret, variant, monkeypatch)
     info = be.prepare(model, 1, IN, out_len)
     assert info["gemv"] == "triton" and info["gemv_shapes"] == info["gemv_triton_shapes"] > 0
     with monkeypatch.context() as m:
-        m.setattr(backends.F, "linear", spy_linear)
+        m.setattr(compiled_mod.F, "linear", spy_linear)
         m.setattr(gemv_mod, "gemv", spy_gemv)
         out = be.generate(prompt, out_len)
     assert rows_seen and min(rows_seen) == IN
@@ -104,7 +106,7 @@ def test_backend_gemv_triton_tokens_equal_eager(interpret, variant, monkeypatch)
 
 
 def test_backends_cli_times_and_reports_the_gemv_plan(interpret, tmp_path, capsys):
-    """`python -m prunebench.backends MODEL --time 1 --option gemv=triton`: token check, one
+    """`python -m prunebench.tools.selfcheck MODEL --time 1 --option gemv=triton`: token check, one
     JSON line with the roofline fraction and how the backend was built."""
     import json
 
@@ -112,7 +114,7 @@ def test_backends_cli_times_and_reports_the_gemv_plan(interpret, tmp_path, capsy
     from prunebench.models import save_model
 
     save_model(model, tmp_path / "m", model_name="t", method="dense", weights="safetensors")
-    rc = backends.main([str(tmp_path / "m"), "--dtype", "float32", "--device", "cpu", "--in-len", "5",
+    rc = selfcheck.main([str(tmp_path / "m"), "--dtype", "float32", "--device", "cpu", "--in-len", "5",
                         "--out-len", "6", "--time", "1", "--option", "gemv=triton"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -147,3 +149,35 @@ def test_stream_sequence_reads_from_hbm_not_l2():
     tiny = mats(3, 1)                                      # 1 MiB each: the cap bounds the pass
     seq, flush = gemv_mod._stream_sequence(tiny, l2)
     assert flush and len(seq) == 64
+
+
+def test_gemv_choice_cache_roundtrip(tmp_path):
+    """Choices stored per (device, dtype, shape, Triton version, candidates) are found again:
+    a second plan takes those shapes out of the timing and reuses the stored configuration."""
+    path = str(tmp_path / "cache" / "gemv.json")
+    assert gemv_mod.load_cache(path) == {}
+    dev = "NVIDIA H200"
+    k1 = gemv_mod.cache_key(dev, torch.float16, 4096, 11008)
+    k2 = gemv_mod.cache_key(dev, torch.float16, 11008, 4096)
+    gemv_mod.store_cache(path, {k1: [8, 512, 4, 1]})
+    gemv_mod.store_cache(path, {k2: None})  # merged, not replaced: cuBLAS won this one
+    cached = gemv_mod.load_cache(path)
+    assert cached == {k1: [8, 512, 4, 1], k2: None}
+    shapes = {(4096, 11008): ["w"], (11008, 4096): ["w"], (4096, 4096): ["w"]}
+    choice = gemv_mod.split_cached(shapes, dev, torch.float16, cached)
+    assert choice == {(4096, 11008): Config(8, 512, 4, 1), (11008, 4096): None}
+    assert list(shapes) == [(4096, 4096)]  # only this one is left to time
+    # another card, dtype or candidate list is another key
+    assert gemv_mod.split_cached({(4096, 11008): ["w"]}, "NVIDIA H100", torch.float16, cached) == {}
+    assert gemv_mod.split_cached({(4096, 11008): ["w"]}, dev, torch.bfloat16, cached) == {}
+    assert gemv_mod.cache_key(dev, torch.float16, 4096, 11008, gemv_mod.CONFIGS[:3]) != k1
+
+
+def test_gemv_cache_refuses_a_foreign_file(tmp_path):
+    p = tmp_path / "gemv.json"
+    p.write_text('{"something": 1}')
+    with pytest.raises(RuntimeError, match="delete it"):
+        gemv_mod.load_cache(str(p))
+    p.write_text("{not json")
+    with pytest.raises(RuntimeError, match="unreadable"):
+        gemv_mod.load_cache(str(p))

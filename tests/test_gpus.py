@@ -143,7 +143,7 @@ class Claimed(Exception):
 
 
 def test_resolve_device_claims_before_cuda_only_where_asked(monkeypatch):
-    from prunebench.models import resolve_device
+    from prunebench.devices import resolve_device
 
     def claim(*a, **k):
         raise Claimed

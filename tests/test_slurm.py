@@ -287,7 +287,7 @@ calibration: {corpus: text, n_samples: 4, seq_len: 32}
 perplexity: {corpus: text, seq_len: 32, max_windows: 8, device: cpu}
 pruning: {device: auto}
 benchmark: {input_lengths: [4], output_lengths: [5], batch_sizes: [2], dtype: float32, device: auto,
-            warmup_runs: 1, timed_runs: 2}
+            timing: {min_runs: 2, max_runs: 2, profile_tokens: 0}}
 """
 # Remote jobs (kept few: each costs two Snakemake start-ups besides its own work): corpus,
 # source, data x2 (calibration, eval), prune x2 (dense: no GPU; depth-ppl: GPU, device auto),

@@ -107,12 +107,12 @@ def test_deleted_cell_is_the_only_benchmark_rerun(tiny_run):
 def test_param_change_reruns_only_what_it_touches(tiny_run):
     wd, cfg, _ = tiny_run
     data = yaml.safe_load(cfg.read_text())
-    data["benchmark"]["timed_runs"] = 3
+    data["benchmark"]["timing"]["max_runs"] = 3
     changed = wd / "cfg_timed3.yaml"
     changed.write_text(yaml.safe_dump(data))
     dry = snakemake(wd, "-n", "--cores", "1", config=changed)
     counts = job_counts(dry.stdout)
-    assert counts.get("benchmark") == 4  # every cell, because timed_runs is a benchmark param
+    assert counts.get("benchmark") == 4  # every cell, because timing is a benchmark param
     assert "prune" not in counts and "perplexity" not in counts and "data" not in counts
 
 

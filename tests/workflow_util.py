@@ -58,7 +58,7 @@ def tiny_workdir(tmp: Path, methods: dict | None = None, cells: dict | None = No
         "perplexity": {"corpus": "ev", "seq_len": 32, "max_windows": 8, "device": "cpu"},
         "pruning": {"device": "cpu"},
         "benchmark": {"input_lengths": [4], "output_lengths": [5], "batch_sizes": [1, 2],
-                      "dtype": "float32", "device": "cpu", "warmup_runs": 1, "timed_runs": 2,
+                      "dtype": "float32", "device": "cpu", "timing": {"min_runs": 2, "max_runs": 2},
                       **(cells or {})},
     }
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,12 +1,23 @@
-"""Aggregate stage: cell and perplexity files -> ``benchmark.csv`` and ``quality.csv``.
+"""Aggregate stage: cell and perplexity files -> ``benchmark.csv``, ``speedups.csv``, ``quality.csv``.
 
-``results/tables/benchmark.csv`` -- one row per cell: model, family, method, backend,
-params, num_layers, in_len, out_len, batch, latency_s (median), latency_p10_s,
-latency_p90_s, throughput_tok_s, peak_mem_gib, status, device, device_name, dtype,
-weights, timed_runs, compile_s (backend preparation, excluded from latency),
-backend_info (the backend's settings as compact JSON, e.g. inductor options; empty for
-hf-eager and for cells written before the field existed), hbm_bandwidth_gbs, roofline_s, roofline_frac (see :mod:`prunebench.benchmark`), torch,
-transformers.
+``results/tables/benchmark.csv`` -- one row per cell (:data:`BENCH_COLUMNS`; fields as in
+:mod:`prunebench.benchmark`): the median latency with its 95 % interval
+(``latency_ci_low_s``/``latency_ci_high_s``, ``latency_rel_ci``), the number of timed
+``runs``, ``stable`` (the interval reached its target) and why timing stopped; time to first
+token and decode time per token with their intervals; ``gpu_busy_frac`` (GPU kernel time /
+wall time: far below 1 = host-bound, the cell measures the framework); the host's load
+around the timed runs (``host_load1``: the larger 1-minute load average of before and after,
+``host_other_running``: the most other running processes seen); compile_s (backend
+preparation, excluded from latency), backend_info (the backend's settings as compact JSON),
+roofline columns, torch, transformers.
+
+``results/tables/speedups.csv`` -- one row per cell of a method other than the baseline
+(``dense``) whose baseline cell (same model, backend, lengths, batch) also ran: ``speedup``
+= baseline latency / method latency, its bootstrap interval (``speedup_ci_low``,
+``speedup_ci_high``; :func:`prunebench.timing.ratio_ci`), ``verdict`` (``faster`` /
+``slower`` only where the whole interval is on that side of 1, else ``unclear``) and
+``stable`` (both cells stable).  The same for time to first token and decode per token
+(``ttft_speedup``, ``decode_speedup``, medians' ratios).
 
 ``results/tables/quality.csv`` -- one row per (model, method): model, family, method,
 params, params_ratio (vs dense), ppl, ppl_status, weights, removed_blocks.
@@ -21,26 +32,72 @@ from .io import read_json, write_csv
 
 BENCH_COLUMNS = [
     "model", "family", "method", "backend", "params", "num_layers", "in_len", "out_len", "batch",
-    "latency_s", "latency_p10_s", "latency_p90_s", "throughput_tok_s", "peak_mem_gib", "status",
-    "device", "device_name", "gpu_uuid", "dtype", "weights", "timed_runs", "compile_s", "backend_info", "hbm_bandwidth_gbs",
-    "roofline_s", "roofline_frac", "torch", "transformers",
+    "latency_s", "latency_ci_low_s", "latency_ci_high_s", "latency_rel_ci", "runs", "stable", "stop_reason",
+    "latency_p10_s", "latency_p90_s", "throughput_tok_s",
+    "ttft_s", "ttft_ci_low_s", "ttft_ci_high_s", "decode_per_token_s", "decode_per_token_ci_low_s",
+    "decode_per_token_ci_high_s", "decode_tok_s", "gpu_busy_frac", "host_load1", "host_other_running", "threads",
+    "peak_mem_gib", "status", "device", "device_name", "gpu_uuid", "dtype", "attn_implementation", "weights",
+    "compile_s", "load_s", "backend_info", "hbm_bandwidth_gbs", "roofline_s", "roofline_frac", "torch", "transformers",
 ]
+SPEEDUP_COLUMNS = [
+    "model", "family", "method", "backend", "in_len", "out_len", "batch", "params", "baseline_params",
+    "speedup", "speedup_ci_low", "speedup_ci_high", "verdict", "stable", "ttft_speedup", "decode_speedup",
+]
+BASELINE = "dense"
 QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl", "ppl_status",
                    "weights", "removed_blocks"]
 
 
-def bench_table(cell_paths: list[str], families: dict[str, str]) -> pd.DataFrame:
+def read_cells(cell_paths: list[str]) -> list[dict]:
+    return [read_json(p, required=("model", "method", "status", "batch")) for p in cell_paths]
+
+
+def bench_table(records: list[dict], families: dict[str, str]) -> pd.DataFrame:
     rows = []
-    for p in cell_paths:
-        rec = read_json(p, required=("model", "method", "status", "batch"))
+    for rec in records:
         row = {k: rec.get(k) for k in BENCH_COLUMNS}
         row["family"] = families.get(rec["model"], rec["model"])
         v = rec.get("versions") or {}
         row["torch"], row["transformers"] = v.get("torch"), v.get("transformers")
         info = rec.get("backend_info")  # a dict (cells before it existed: absent -> empty)
         row["backend_info"] = json.dumps(info, sort_keys=True, separators=(",", ":")) if info else ""
+        hosts = [h for h in (rec.get("host_before"), rec.get("host_after")) if h]
+        loads = [h["load1"] for h in hosts if h.get("load1") is not None]
+        row["host_load1"] = max(loads) if loads else None
+        others = [h["other_running"] for h in hosts if h.get("other_running") is not None]
+        row["host_other_running"] = max(others) if others else None
         rows.append(row)
     df = pd.DataFrame(rows, columns=BENCH_COLUMNS)
+    return df.sort_values(["model", "method", "backend", "in_len", "out_len", "batch"], kind="stable")
+
+
+def _cell_key(rec: dict) -> tuple:
+    return rec["model"], rec["method"], rec.get("backend"), rec.get("in_len"), rec.get("out_len"), rec["batch"]
+
+
+def speedup_table(records: list[dict], families: dict[str, str], baseline: str = BASELINE) -> pd.DataFrame:
+    """Every measured cell against its baseline cell (see the module docstring)."""
+    from .timing import ratio_ci, verdict
+
+    by_key = {_cell_key(r): r for r in records if r.get("status") == "ok" and r.get("latencies_s")}
+    rows = []
+    for key, rec in by_key.items():
+        model, method, backend, i, o, b = key
+        base = by_key.get((model, baseline, backend, i, o, b))
+        if method == baseline or base is None:
+            continue
+        r, lo, hi = ratio_ci(base["latencies_s"], rec["latencies_s"])
+        if len(base["latencies_s"]) < 2 or len(rec["latencies_s"]) < 2:
+            lo = hi = None  # nothing to resample: no interval
+        ratio = (lambda f: base[f] / rec[f] if base.get(f) and rec.get(f) else None)
+        rows.append({
+            "model": model, "family": families.get(model, model), "method": method, "backend": backend,
+            "in_len": i, "out_len": o, "batch": b, "params": rec.get("params"), "baseline_params": base.get("params"),
+            "speedup": r, "speedup_ci_low": lo, "speedup_ci_high": hi, "verdict": verdict(lo, hi),
+            "stable": bool(base.get("stable")) and bool(rec.get("stable")),
+            "ttft_speedup": ratio("ttft_s"), "decode_speedup": ratio("decode_per_token_s"),
+        })
+    df = pd.DataFrame(rows, columns=SPEEDUP_COLUMNS)
     return df.sort_values(["model", "method", "backend", "in_len", "out_len", "batch"], kind="stable")
 
 
@@ -64,6 +121,9 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
 
 
 def run(cells: list[str], ppls: list[str], reports: list[str], bench_out: str, quality_out: str,
-        families: dict[str, str]) -> None:
-    write_csv(bench_out, bench_table(cells, families))
+        families: dict[str, str], speedups_out: str | None = None) -> None:
+    records = read_cells(cells)
+    write_csv(bench_out, bench_table(records, families))
+    if speedups_out:
+        write_csv(speedups_out, speedup_table(records, families))
     write_csv(quality_out, quality_table(ppls, reports, families))

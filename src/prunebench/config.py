@@ -2,6 +2,12 @@
 
 Every problem is reported as ``config key <dotted.path>: <what is wrong>``, all at once,
 before Snakemake schedules any job.
+
+Start-up cost: the checks across keys need the method registry, the model arithmetic and
+the corpus sources, which import torch (seconds).  With ``stamp_dir`` (the Snakefile passes
+``.snakemake/prunebench-validated``), a config that passed them is remembered by a hash of
+the config and of this package's code: the next Snakemake run on the same config and code
+checks only the schema (milliseconds) -- a no-op run imports neither torch nor transformers.
 """
 from __future__ import annotations
 
@@ -126,6 +132,12 @@ def semantic_errors(config: dict) -> list[str]:
                         errs.append(f"config key {k}.budget.params: {p:,.0f} is not smaller than the dense model ({dense:,} parameters)")
 
     bench = config["benchmark"]
+    t = bench.get("timing") or {}
+    if t.get("min_runs", 1) > t.get("max_runs", t.get("min_runs", 1)):
+        errs.append(f"config key benchmark.timing.max_runs: {t['max_runs']} is below min_runs ({t['min_runs']})")
+    if t.get("warmup_runs", 0) > t.get("max_warmup_runs", t.get("warmup_runs", 0)):
+        errs.append(f"config key benchmark.timing.max_warmup_runs: {t['max_warmup_runs']} is below "
+                    f"warmup_runs ({t['warmup_runs']})")
     for key, pool in (("methods", config["methods"]), ("models", config["models"])):
         for item in bench.get(key) or []:
             if item not in pool:
@@ -145,10 +157,36 @@ def cuda_errors(config: dict) -> list[str]:
             "(use 'auto' or 'cpu', or submit to a GPU node)" for k in wants]
 
 
-def validate(config: dict, *, check_cuda: bool = True, schema_path=SCHEMA) -> dict:
-    """Fill defaults into ``config`` (in place) and raise ConfigError listing every problem."""
+def _fingerprint(config: dict) -> str:
+    """Hash of the config (defaults filled) and of the package's source files (path, size, mtime)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    root = Path(__file__).resolve().parent
+    for f in sorted(root.rglob("*.py")):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def validate(config: dict, *, check_cuda: bool = True, schema_path=SCHEMA,
+             stamp_dir: str | os.PathLike | None = None) -> dict:
+    """Fill defaults into ``config`` (in place) and raise ConfigError listing every problem.
+
+    ``stamp_dir``: remember a config that passed the cross-key checks (module docstring)."""
     errs = schema_errors(config, schema_path)
-    if not errs:
+    stamp = None
+    if not errs and stamp_dir is not None:
+        stamp = Path(stamp_dir) / _fingerprint(config)
+        if stamp.exists():
+            errs = []
+        else:
+            errs = semantic_errors(config)
+            if not errs:
+                stamp.parent.mkdir(parents=True, exist_ok=True)
+                stamp.touch()
+    elif not errs:
         errs = semantic_errors(config)
     if not errs and check_cuda:
         errs = cuda_errors(config)

@@ -3,7 +3,9 @@
 One row of panels per model family, one panel per (input length, output length) pair,
 one line per method with one marker per batch size (labelled with the batch size);
 latency (s) on x, throughput (generated tokens/s) on a log2 y axis.  The legend gives
-each method's parameter count.  Cells that ran out of memory are listed under the panel.
+each method's parameter count.  Uncertainty: horizontal bars span each cell's 95 % interval
+of the median latency; a hollow marker is an unstable cell (its interval did not reach the
+target before a cap: treat it with care).  Cells that ran out of memory are listed under the panel.
 """
 from __future__ import annotations
 
@@ -37,6 +39,30 @@ def _limits(ax, latency: pd.Series, throughput: pd.Series, octaves: float = 2.0)
 
 
 PANEL_W, PANEL_H = 4.2, 3.6  # inches per panel
+
+
+def _uncertainty(ax, s: pd.DataFrame, color, marker) -> None:
+    """Latency intervals as horizontal bars; unstable cells as hollow (white-filled) markers."""
+    if "latency_ci_low_s" in s:
+        ci = s.dropna(subset=["latency_ci_low_s", "latency_ci_high_s"])
+        if not ci.empty:
+            ax.errorbar(ci["latency_s"], ci["throughput_tok_s"],
+                        xerr=[ci["latency_s"] - ci["latency_ci_low_s"], ci["latency_ci_high_s"] - ci["latency_s"]],
+                        fmt="none", ecolor=color, elinewidth=0.8, capsize=1.5, alpha=0.8)
+    if "stable" in s:
+        bad = s[s["stable"].astype("string").str.lower() == "false"]
+        if not bad.empty:
+            ax.plot(bad["latency_s"], bad["throughput_tok_s"], ls="none", marker=marker, ms=4,
+                    mfc="white", mec=color, zorder=3)
+
+
+def unstable_note(df: pd.DataFrame) -> str | None:
+    """'hollow markers: N of M cells unstable' where any cell is, else None."""
+    if "stable" not in df:
+        return None
+    flags = df["stable"].astype("string").str.lower()
+    n_bad, n_known = int((flags == "false").sum()), int(flags.isin(["true", "false"]).sum())
+    return f"hollow markers: {n_bad} of {n_known} cells unstable (95 % interval wider than its target)" if n_bad else None
 
 
 def _fill(text: str, width_in: float, fontsize: float, char_em: float, min_chars: int = 1,
@@ -75,6 +101,7 @@ def draw(df: pd.DataFrame, title: str | None = None):
                 label = f"{m} ({_fmt_params(s['params'].iloc[0])})"
                 ax.plot(s["latency_s"], s["throughput_tok_s"], marker=markers[m], color=palette[m],
                         label=label, lw=1.2, ms=4)
+                _uncertainty(ax, s, palette[m], markers[m])
                 for _, row in s.iterrows():
                     ax.annotate(str(int(row["batch"])), (row["latency_s"], row["throughput_tok_s"]),
                                 textcoords="offset points", xytext=(3, 3), fontsize=6, color=palette[m])
@@ -110,6 +137,9 @@ def run(bench_csv: str, out_png: str, out_pdf: str) -> None:
     weights = ", ".join(sorted(set(map(str, df["weights"].dropna()))))
     backends = ", ".join(sorted(set(map(str, df["backend"]))))
     title = f"{backends} · {devices} · {df['dtype'].iloc[0]} · weights: {weights}"
+    note = unstable_note(df[df["status"] == "ok"])
+    if note:
+        title += f" · {note}"
     save(draw(df, title), out_png, out_pdf)
 
 

@@ -2,10 +2,9 @@
 
 At batch 1 a decode step multiplies one activation row by every weight matrix: each
 product reads its matrix once and does 2 flops per weight, so it can only be as fast as
-the memory.  cuBLAS picks its kernels by heuristics; on an H200 its choices for
-LLaMA-7B's matrices reach 57-97 % of the copy bandwidth (the 4096x4096 ``o_proj`` least),
-and 46-82 % for the irregular widths that width pruning leaves; this kernel, tuned per
-shape, 75-104 % and 64-96 % (docs/reproduction.md).  This module:
+the memory.  cuBLAS picks its kernels by heuristics, which fit some shapes (above all the
+irregular widths width pruning leaves) poorly; this kernel is tuned per shape instead
+(measurements: docs/reproduction.md).  This module:
 
 ``gemv(x, w, b, cfg)``
     ``y = x @ w.T + b`` for ``x`` of one row (shape ``[..., K]`` with one row in all),
@@ -18,23 +17,17 @@ shape, 75-104 % and 64-96 % (docs/reproduction.md).  This module:
     cuBLAS (``F.linear``), each captured in a CUDA graph that runs that shape's own
     matrices back to back (GPU time, not launch overhead; read from HBM, not from L2, as a
     decode step reads them: :func:`_time_stream`); returns ``{(N, K): Config | None}``
-    (None = cuBLAS is faster) and a report.
+    (None = cuBLAS is faster) and a report.  With ``cache_path``, choices are stored per
+    (device name, dtype, shape, Triton version) in that JSON file and reused: a shape found
+    there is not timed again.
 
 With ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors (Triton's interpreter; the
 tests use it) and ``plan`` skips timing: every shape gets :data:`CPU_CONFIG`.
 
-Microbenchmark (GPU)::
-
-    PYTHONPATH=src python -m prunebench.gemv 12288x4096 4096x4096 22016x4096 4096x11008 32000x4096
-
-prints, per shape, cuBLAS's and the best Triton config's time and bandwidth (bytes of the
-matrix read per second) against the measured copy bandwidth (``--inductor``: also
-``torch.compile(F.linear)``, which inductor turns into its own reduction kernel).  An H200
-run is in docs/reproduction.md.
+Microbenchmark (GPU): :mod:`prunebench.tools.gemv_bench`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -216,8 +209,60 @@ def _time_stream(f, ws: list[torch.Tensor], l2: int, reps: int, flush: torch.Ten
     return max(t, 0.0) / len(seq)
 
 
+def cache_key(device_name: str, dtype: torch.dtype, n: int, k: int, configs: tuple[Config, ...] = CONFIGS) -> str:
+    """Where a shape's choice is stored: device, dtype, shape, Triton version and the candidates."""
+    import zlib
+
+    import triton
+
+    cands = zlib.crc32(repr(tuple(configs)).encode())
+    return f"{device_name}|{str(dtype).removeprefix('torch.')}|{n}x{k}|triton {triton.__version__}|c{cands:08x}"
+
+
+def split_cached(shapes: dict, device_name: str, dtype: torch.dtype, cached: dict,
+                 configs: tuple[Config, ...] = CONFIGS) -> dict[tuple[int, int], Config | None]:
+    """Take the shapes found in ``cached`` out of ``shapes`` (in place); return their choices."""
+    choice = {}
+    for (n, k) in list(shapes):
+        key = cache_key(device_name, dtype, n, k, configs)
+        if key in cached:
+            c = cached[key]
+            choice[(n, k)] = None if c is None else Config(*c)
+            del shapes[(n, k)]
+    return choice
+
+
+def load_cache(path) -> dict:
+    """The stored choices ``{key: [block_n, block_k, num_warps, num_stages] | None}`` ({} if none)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RuntimeError(f"GEMV choice cache {path}: unreadable ({exc}); delete it to re-time every shape") from exc
+    if not isinstance(data, dict) or data.get("format") != "prunebench-gemv-choices":
+        raise RuntimeError(f"GEMV choice cache {path}: not a prunebench-gemv-choices file; delete it")
+    return data["choices"]
+
+
+def store_cache(path, new: dict) -> None:
+    """Merge ``new`` into the cache file under an exclusive lock (cells of several GPUs share it)."""
+    import fcntl
+
+    from .io import write_json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        choices = load_cache(path)
+        choices.update(new)
+        write_json(path, {"format": "prunebench-gemv-choices", "choices": dict(sorted(choices.items()))})
+
+
 def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Config, ...] = CONFIGS,
-         reps: int = 5, extra: dict | None = None) -> tuple[dict[tuple[int, int], Config | None], dict]:
+         reps: int = 5, extra: dict | None = None,
+         cache_path: str | None = None) -> tuple[dict[tuple[int, int], Config | None], dict]:
     """Per distinct ``(N, K)`` of ``weights``: the fastest Triton config, or None where cuBLAS wins.
 
     Every candidate is timed on that shape's own matrices (:func:`_time_stream`, median of
@@ -238,9 +283,12 @@ def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Confi
             raise RuntimeError(why)
         return {s: CPU_CONFIG for s in shapes}, {"shapes": [], "select_s": 0.0, "timed": False}
     t0 = time.perf_counter()
+    dev_name = torch.cuda.get_device_name(dev)
+    cached = load_cache(cache_path) if cache_path and not extra else {}
+    choice = split_cached(shapes, dev_name, x_dtype, cached, configs)
+    n_cached = len(choice)
     l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 64 << 20) or (64 << 20)
-    flush = torch.ones(2 * l2, dtype=torch.uint8, device=dev)
-    choice: dict[tuple[int, int], Config | None] = {}
+    flush = torch.ones(2 * l2, dtype=torch.uint8, device=dev) if shapes else None
     rows, step_cublas, step_chosen, flush_times = [], 0.0, 0.0, {}
     with torch.no_grad():
         for (N, K), ws in shapes.items():
@@ -262,59 +310,7 @@ def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Confi
                 row[f"{name}_s"] = _time_stream(lambda w, g=g: g(x, w), ws, l2, reps, flush, flush_times)
             rows.append(row)
     del flush
+    if cache_path and rows and not extra:
+        store_cache(cache_path, {cache_key(dev_name, x_dtype, r["n"], r["k"], configs): r["config"] for r in rows})
     return choice, {"shapes": rows, "step_cublas_s": step_cublas, "step_chosen_s": step_chosen,
-                    "select_s": time.perf_counter() - t0, "timed": True}
-
-
-# --------------------------------------------------------------------------- CLI
-def _shape(text: str) -> tuple[int, int]:
-    try:
-        n, k = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must be NxK (rows x columns), got {text!r}") from None
-    return n, k
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prunebench.gemv", description=__doc__.split("\n\n")[0])
-    ap.add_argument("shapes", nargs="+", type=_shape, help="weight shapes NxK, e.g. 4096x11008")
-    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
-    ap.add_argument("--copies", type=int, default=4, help="matrices per shape (distinct buffers)")
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--inductor", action="store_true",
-                    help="also time torch.compile(F.linear) with the compiled backend's inductor defaults "
-                         "(coordinate-descent tuning: inductor writes its own GEMV)")
-    a = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        ap.error("needs a CUDA device")
-    from .backends import measure_copy_bandwidth
-
-    dev = torch.device("cuda")
-    dtype = getattr(torch, a.dtype)
-    bw = measure_copy_bandwidth(dev)
-    ws = [torch.randn(n, k, dtype=dtype, device=dev) for n, k in a.shapes for _ in range(a.copies)]
-    extra = {}
-    if a.inductor:
-        from .backends import CompiledBackend
-
-        def compiled_linear(x, w):
-            with CompiledBackend._inductor_config(True, CompiledBackend.DEFAULT_INDUCTOR):
-                return _compiled(x, w)
-
-        _compiled = torch.compile(lambda x, w: F.linear(x, w), dynamic=False, fullgraph=True)
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(a.shapes))
-        extra["inductor"] = compiled_linear
-    choice, report = plan(ws, dtype, reps=a.reps, extra=extra)
-    for r in report["shapes"]:
-        nbytes = r["n"] * r["k"] * ws[0].element_size()
-        out = {"shape": f"{r['n']}x{r['k']}", "bytes": nbytes, "config": r["config"]}
-        for name in ["cublas", "chosen", *extra]:
-            out[f"{name}_us"] = round(r[f"{name}_s"] * 1e6, 2)
-            out[f"{name}_frac_of_copy_bw"] = round(nbytes / r[f"{name}_s"] / bw, 3)
-        print(json.dumps(out))
-    print(json.dumps({"copy_bandwidth_gbs": bw / 1e9, "select_s": report["select_s"]}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                    "select_s": time.perf_counter() - t0, "timed": bool(rows), "cached": n_cached}

@@ -3,7 +3,7 @@
 Snakemake's ``--resources gpu=N`` lets N GPU jobs run at once on one machine, but does not
 say which GPU each may use; without help they would all land on ``cuda:0``.  Every GPU
 stage (``prune``, ``perplexity``, ``benchmark``) therefore calls :func:`claim`, through
-``models.resolve_device``, before anything touches CUDA: it takes an exclusive ``flock`` on
+``devices.resolve_device``, before anything touches CUDA: it takes an exclusive ``flock`` on
 one lock file per visible GPU, first free one wins, and narrows ``CUDA_VISIBLE_DEVICES`` to
 that GPU, so the rest of the process sees exactly one device, ``cuda`` = ``cuda:0``.
 
@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger("prunebench.gpus")
 
 _HELD: list[int] = []  # open lock files of this process (closing one frees its GPU)
@@ -45,10 +43,24 @@ def wants_claim(device: str | None) -> bool:
     return device in ("cuda", "auto")
 
 
+def count_without_torch() -> int:
+    """NVIDIA GPUs this process may use, without importing torch (for the Snakefile, which
+    must start fast): the driver's ``/proc/driver/nvidia/gpus`` entries, narrowed by
+    ``CUDA_VISIBLE_DEVICES`` where it is set; 0 without the NVIDIA driver."""
+    root = Path("/proc/driver/nvidia/gpus")
+    n = len(list(root.iterdir())) if root.is_dir() else 0
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        n = min(n, len([t for t in env.split(",") if t.strip() and t.strip() != "-1"]))
+    return n
+
+
 def visible_tokens() -> list[str]:
     """The entries of ``CUDA_VISIBLE_DEVICES`` torch would use (indices when unset).
 
     Uses ``torch.cuda.device_count()``, which asks NVML and does not start CUDA."""
+    import torch
+
     n = torch.cuda.device_count()
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is None:
@@ -71,6 +83,8 @@ def claim(wait_s: float | None = None, poll_s: float = 2.0) -> str | None:
     tokens = visible_tokens()
     if len(tokens) <= 1:
         return None
+    import torch
+
     if torch.cuda.is_initialized():  # too late to narrow the devices: jobs would share cuda:0
         raise RuntimeError(f"CUDA was started before a GPU was claimed ({len(tokens)} visible); "
                            "claim() must run first (or set PRUNEBENCH_GPU_CLAIM=0 to use the default GPU)")
@@ -103,6 +117,8 @@ def claim(wait_s: float | None = None, poll_s: float = 2.0) -> str | None:
 def verify() -> None:
     """After CUDA started: a process that claimed a GPU must see exactly one device (CUDA
     started early, e.g. by a library at import, would have ignored the narrowing)."""
+    import torch
+
     if CLAIMED is not None and torch.cuda.device_count() != 1:
         raise RuntimeError(f"claimed GPU {CLAIMED} but CUDA sees {torch.cuda.device_count()} devices: "
                            "it was started before the claim")

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from . import gpus
+from .devices import sync
 from .io import ArtifactError, atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -51,27 +51,6 @@ def resolve_dtype(name: str) -> torch.dtype:
         return DTYPES[name]
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. ``cuda`` without a GPU is an error.
-
-    On a machine of several GPUs, ``cuda`` and ``auto`` first claim a free GPU for this
-    process (:mod:`prunebench.gpus`), before anything starts CUDA: every GPU stage calls
-    this before its first use of the device, and a stage that needs no device (dense
-    pruning, perplexity of random weights) never claims one."""
-    if gpus.wants_claim(name):
-        gpus.claim()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {name!r} was asked for (config key benchmark.device / pruning.device) "
-            "but torch sees no CUDA device on this machine"
-        )
-    if name.startswith("cuda"):
-        gpus.verify()
-    return torch.device(name)
 
 
 def resolve_path(path: str) -> str:
@@ -157,12 +136,6 @@ def build_random(config, dtype: torch.dtype, device: torch.device | str = "cpu",
     log.info("random weights on %s: structure %.1f s (transformers imports included), allocation %.1f s, "
              "values %.1f s", device, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return model.eval()
-
-
-def sync(device: torch.device | str) -> None:
-    """Wait for the device's queued work (CUDA); a no-op elsewhere.  For timing."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _strip_quantization(config):

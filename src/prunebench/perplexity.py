@@ -38,7 +38,8 @@ def run(model_dir: str, data_path: str, out_path: str, *, model_name: str, metho
         batch_size: int, device: str, dtype: str) -> dict:
     from . import data as data_mod
     from .io import write_json
-    from .models import load_model, read_manifest, resolve_device, weights_kind
+    from .devices import resolve_device
+    from .models import load_model, read_manifest, weights_kind
 
     man = read_manifest(model_dir)
     record = {"model": model_name, "method": method, "params": man["params"],

@@ -14,7 +14,8 @@ import torch
 from . import data as data_mod
 from .io import write_json
 from .methods import Budget, get_method
-from .models import count_params, load_model, resolve_device, save_model, save_reference, weights_kind
+from .devices import resolve_device
+from .models import count_params, load_model, save_model, save_reference, weights_kind
 
 
 

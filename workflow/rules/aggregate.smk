@@ -1,4 +1,4 @@
-# Tables: every cell -> benchmark.csv; every perplexity + prune report -> quality.csv.
+# Tables: every cell -> benchmark.csv and speedups.csv; every perplexity + prune report -> quality.csv.
 rule aggregate:
     input:
         cells=all_cells(),
@@ -7,6 +7,7 @@ rule aggregate:
     output:
         bench=report(f"{RESULTS}/tables/benchmark.csv", caption="../report/benchmark.rst", category="Tables"),
         quality=report(f"{RESULTS}/tables/quality.csv", caption="../report/quality.rst", category="Tables"),
+        speedups=f"{RESULTS}/tables/speedups.csv",
     params:
         families=J(pbconfig.families(config)),
         cells=lambda wc, input: J(list(input.cells)),
@@ -18,5 +19,6 @@ rule aggregate:
         "../../envs/prunebench.yaml"
     shell:
         "{PY} aggregate cells={params.cells:q} ppls={params.ppl:q} reports={params.reports:q}"
-        " bench_out={output.bench:q} quality_out={output.quality:q} families={params.families:q}"
+        " bench_out={output.bench:q} quality_out={output.quality:q} speedups_out={output.speedups:q}"
+        " families={params.families:q}"
         " > {log:q} 2>&1"

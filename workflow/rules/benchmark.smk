@@ -8,10 +8,11 @@ rule benchmark:
         dtype=config["benchmark"]["dtype"],
         device=config["benchmark"]["device"],
         attn=config["benchmark"]["attn_implementation"],
-        warmup_runs=config["benchmark"]["warmup_runs"],
-        warmup_new_tokens=J(config["benchmark"]["warmup_new_tokens"]),
-        timed_runs=config["benchmark"]["timed_runs"],
+        timing=J(config["benchmark"]["timing"]),
         seed=config["benchmark"]["seed"],
+        cache_dir=f"{RESULTS}/cache",
+    # a cell never shares its host with another job of the workflow (bench_threads)
+    threads: lambda wc: bench_threads(config["benchmark"]["device"])
     resources:
         gpu=lambda wc: gpu_resources(config["benchmark"]["device"]),
     log:
@@ -23,5 +24,5 @@ rule benchmark:
         " model_name={wildcards.model} method={wildcards.method} backend={wildcards.backend}"
         " in_len={wildcards.in_len} out_len={wildcards.out_len} batch={wildcards.batch}"
         " dtype={params.dtype} device={params.device} attn_implementation={params.attn}"
-        " warmup_runs={params.warmup_runs} warmup_new_tokens={params.warmup_new_tokens}"
-        " timed_runs={params.timed_runs} seed={params.seed} > {log:q} 2>&1"
+        " timing={params.timing:q} seed={params.seed} threads={threads}"
+        " cache_dir={params.cache_dir:q} > {log:q} 2>&1"

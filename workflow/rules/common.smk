@@ -14,9 +14,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.ge
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from prunebench import config as pbconfig  # noqa: E402
+from prunebench.gpus import count_without_torch  # noqa: E402
 
 try:
-    pbconfig.validate(config, check_cuda=False)
+    # a config that passed once on this code is not checked across keys again (fast start-up)
+    pbconfig.validate(config, check_cuda=False, stamp_dir=".snakemake/prunebench-validated")
 except pbconfig.ConfigError as exc:
     raise WorkflowError(str(exc))
 
@@ -54,13 +56,20 @@ def gpu_resources(device):
     if device == "auto":
         if workflow.non_local_exec:  # cluster: the login node's GPUs say nothing about the compute nodes'
             return 1
-        try:
-            import torch
-
-            return 1 if torch.cuda.is_available() else 0
-        except ImportError:
-            return 0
+        return 1 if count_without_torch() else 0
     return 0
+
+
+def bench_threads(device):
+    """A benchmark cell's threads: every core on CPU; on a machine of N GPUs, 1/N of the cores
+    each, so that N cells can run side by side but no other job beside them (a host-bound
+    eager cell is slowed by any CPU work next to it).  On a cluster the profile's set-threads
+    decides."""
+    if workflow.non_local_exec:
+        return 1
+    cores = max(1, int(workflow.cores or 1))
+    gpus = count_without_torch() if device in ("cuda", "auto") else 0
+    return max(1, cores // gpus) if gpus else cores
 
 
 wildcard_constraints:

@@ -1,0 +1,482 @@
+"""The ``compiled`` and ``cuda-graph`` backends: a static-cache greedy loop of our own.
+
+Our own greedy loop around the model's modules with a static per-layer KV cache (each layer
+its own head count, so width-pruned and depth-pruned models work).  Q/K/V and gate/up
+projections are fused into one matmul each (the model's own parameters become views of the
+fused weight: no extra memory, the model still works as before).
+
+Compilation (``compiled``): the decoder layer's decode step is compiled with
+``torch.compile`` once per distinct layer shape (*regional* compilation): the layers of a
+uniform model share one compiled graph, so compiling costs one layer's tracing, not the
+whole model's, and inductor's kernels are cached on disk (``TORCHINDUCTOR_CACHE_DIR``; the
+benchmark points it at ``results/cache/``), so a later cell of the same model finds them.
+On CUDA the prefill and the whole decode step are then captured once into CUDA graphs
+(``torch.cuda.CUDAGraph``) and replayed: a call is one prefill replay + ``out_len - 1``
+decode replays, no Python per layer.
+
+At batch 1 every matrix-vector product of a step runs on :mod:`prunebench.gemv`'s Triton
+kernel, in the configuration that was fastest for that weight shape when ``prepare`` timed
+them all against cuBLAS (option ``gemv``; cuBLAS where it wins or where triton is missing);
+the choice is stored per (device, dtype, shape) in ``gemv_cache`` and reused.  On CPU there
+are no graphs and, by default, no compilation (same code path, used by the tests).
+
+Limits: fusion makes q/k/v and gate/up parameters views of one tensor: ``save_model`` of
+such a model would refuse shared tensors.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .. import gemv as gemv_mod
+from ..devices import sync
+
+
+@contextlib.contextmanager
+def _no_grad():
+    """One grad mode for preparing and generating, whatever the caller's (the benchmark uses
+    inference_mode): ordinary tensors, no autograd; torch.compile's guards always see the same."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
+
+
+
+def _eos_ids(model) -> list[int]:
+    """Token ids that ``generate(min_new_tokens=n)`` forbids for all n new tokens."""
+    gc = getattr(model, "generation_config", None)
+    eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    if eos is None:
+        return []
+    ids = [eos] if isinstance(eos, int) else list(eos)
+    return sorted({int(i) for i in ids if 0 <= int(i) < model.config.vocab_size})
+
+
+#: RMSNorm classes whose forward is exactly :func:`_rms_norm` (weight x normalised, fp32 inside)
+RMS_NORMS = frozenset({"LlamaRMSNorm", "Qwen2RMSNorm", "MistralRMSNorm"})
+#: activation classes that are SiLU
+SILU = frozenset({"SiLU", "SiLUActivation"})
+
+
+def _rms_norm(x, w, eps: float):
+    """``LlamaRMSNorm.forward`` (and Qwen2's, Mistral's: the same code)."""
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return w * h.to(x.dtype)
+
+
+class _Layer:
+    """One decoder layer as plain tensors and numbers (widths differ per layer after width pruning).
+
+    ``tensors`` and ``spec`` are what :meth:`CompiledBackend._layer` takes: layers of equal
+    shapes and ``spec`` share one compiled graph (regional compilation)."""
+
+    def __init__(self, layer, fuse: bool):
+        attn, mlp = layer.self_attn, layer.mlp
+        for name in ("q_norm", "k_norm", "sinks"):
+            if getattr(attn, name, None) is not None:
+                raise NotImplementedError(f"compiled backend: attention with {name} is not supported")
+        ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
+        for ln in (ln1, ln2):
+            if type(ln).__name__ not in RMS_NORMS:
+                raise NotImplementedError(f"compiled backend: norm {type(ln).__name__} is not supported "
+                                          f"(supported: {sorted(RMS_NORMS)})")
+        if type(mlp.act_fn).__name__ not in SILU:
+            raise NotImplementedError(f"compiled backend: activation {type(mlp.act_fn).__name__} is not supported (SiLU)")
+        self.attn, self.mlp = attn, mlp
+        self.hd = attn.head_dim
+        self.heads = attn.q_proj.out_features // self.hd
+        self.kv_heads = attn.k_proj.out_features // self.hd
+        if self.heads % self.kv_heads:
+            raise ValueError(f"layer {attn.layer_idx}: {self.heads} heads not divisible by {self.kv_heads} KV heads")
+        self.n_rep = self.heads // self.kv_heads
+        self.scaling = attn.scaling
+        self.qkv = _fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj]) if fuse else None
+        self.gate_up = _fuse_linears([mlp.gate_proj, mlp.up_proj]) if fuse else None
+
+        def lins(fused, mods):
+            if fused is not None:
+                return ((fused[0], fused[1]),), tuple(fused[2])
+            return tuple((m.weight, m.bias) for m in mods), None
+
+        qkv, qkv_sizes = lins(self.qkv, (attn.q_proj, attn.k_proj, attn.v_proj))
+        gu, gu_sizes = lins(self.gate_up, (mlp.gate_proj, mlp.up_proj))
+        o, d = attn.o_proj, mlp.down_proj
+        self.tensors = (ln1.weight, ln2.weight, qkv, (o.weight, o.bias), gu, (d.weight, d.bias))
+        self.spec = (self.heads, self.kv_heads, self.hd, self.n_rep, float(self.scaling),
+                     float(ln1.variance_epsilon), float(ln2.variance_epsilon), qkv_sizes, gu_sizes)
+
+    def signature(self) -> tuple:
+        """Equal for layers that can share one compiled graph."""
+        def shapes(t):
+            if isinstance(t, tuple):
+                return tuple(shapes(x) for x in t)
+            return None if t is None else tuple(t.shape)
+        return shapes(self.tensors), self.spec
+
+
+def _fuse_linears(linears: list[torch.nn.Linear]):
+    """One weight (and bias) for linears sharing an input; the linears' parameters become views of it.
+
+    Returns ``(weight, bias, sizes)`` or ``None`` (mixed biases).  Memory: one extra copy of
+    these linears at a time, freed as the old parameters are dropped.  Idempotent.
+    """
+    has_bias = [l.bias is not None for l in linears]
+    if any(has_bias) and not all(has_bias):
+        return None
+    sizes = [l.out_features for l in linears]
+    done = getattr(linears[0], "_prunebench_fused", None)
+    if done is not None:  # fused by an earlier prepare; still valid if the parameters are untouched
+        w, b, old_sizes = done
+        ptrs, start = [], 0
+        for n in old_sizes:
+            ptrs.append(w[start:start + n].data_ptr())
+            start += n
+        if old_sizes == sizes and [l.weight.data_ptr() for l in linears] == ptrs:
+            return done
+    with torch.no_grad():
+        w = torch.cat([l.weight.detach() for l in linears])
+        b = torch.cat([l.bias.detach() for l in linears]) if all(has_bias) else None
+        start = 0
+        for l, n in zip(linears, sizes):
+            l.weight = torch.nn.Parameter(w[start:start + n], requires_grad=False)
+            if b is not None:
+                l.bias = torch.nn.Parameter(b[start:start + n], requires_grad=False)
+            start += n
+    linears[0]._prunebench_fused = (w, b, sizes)
+    return w, b, sizes
+
+
+class CompiledBackend:
+    """Static KV cache + compiled decode step + CUDA graphs (see the module docstring).
+
+    Options (``None`` = automatic: on for CUDA, off for CPU):
+    ``compile``      torch.compile each decoder layer's decode step (``compile_mode``, default
+                     ``"default"``), once per distinct layer shape;
+    ``cuda_graphs``  capture prefill and decode step into CUDA graphs (CUDA only);
+    ``fuse``         fuse Q/K/V and gate/up weights (default on);
+    ``gemv``         (``None`` = ``"triton"`` on CUDA where triton is installed, else ``"cublas"``)
+                     how a decode step multiplies one token's activations by a weight matrix
+                     at batch 1: ``"cublas"`` (``F.linear``), ``"reduce"`` (an
+                     elementwise product summed over the input dimension, fp32 accumulation,
+                     which ``torch.compile`` turns into one generated reduction kernel per
+                     matrix, fused with its neighbours) or ``"triton"`` (:mod:`prunebench.gemv`:
+                     per weight shape the fastest of a Triton GEMV's configurations and
+                     cuBLAS, timed during ``prepare``); batches > 1 always use ``F.linear``;
+    ``attention``    ``"model"`` (the model's ``attn_implementation``: eager math or SDPA, as
+                     HF runs it) or ``"sdpa"`` (``F.scaled_dot_product_attention`` whatever the
+                     model says: one fused kernel per layer and step instead of two matrix
+                     products and a softmax);
+    ``inductor``     ``torch._inductor.config`` values set while compiling; ``None`` =
+                     :data:`DEFAULT_INDUCTOR` on CUDA (coordinate-descent tuning of the
+                     generated kernels: slower to compile, faster kernels), ``{}`` on CPU;
+    ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv.plan`):
+                     shapes found there are not timed again; ``None`` = time every shape.
+    """
+
+    name = "compiled"
+    default_compile: bool | None = None
+    GEMV = ("cublas", "reduce", "triton")
+    ATTENTION = ("model", "sdpa")
+    DEFAULT_INDUCTOR: ClassVar[dict] = {"coordinate_descent_tuning": True}
+
+    def __init__(self, compile: bool | None = None, cuda_graphs: bool | None = None, fuse: bool = True,
+                 compile_mode: str = "default", gemv: str | None = None, inductor: dict | None = None,
+                 attention: str = "model", gemv_cache: str | None = None):
+        if gemv is not None and gemv not in self.GEMV:
+            raise ValueError(f"compiled backend: gemv must be one of {self.GEMV}, got {gemv!r}")
+        if attention not in self.ATTENTION:
+            raise ValueError(f"compiled backend: attention must be one of {self.ATTENTION}, got {attention!r}")
+        self.attention = attention
+        self.compile = self.default_compile if compile is None else compile
+        self.cuda_graphs = cuda_graphs
+        self.fuse = fuse
+        self.compile_mode = compile_mode
+        self.gemv_option = gemv
+        self.inductor = None if inductor is None else dict(inductor)
+        self.gemv_cache = gemv_cache
+        self.shape = None
+
+    # ----------------------------------------------------------------- preparation
+    def prepare(self, model, batch: int, in_len: int, out_len: int) -> dict:
+        if in_len < 1 or out_len < 1 or batch < 1:
+            raise ValueError(f"batch, in_len and out_len must be >= 1 (got {batch}, {in_len}, {out_len})")
+        t0 = time.perf_counter()
+        self._release()
+        self.model = model
+        p = next(model.parameters())
+        dev, dtype = p.device, p.dtype
+        self.device, self.dtype = dev, dtype
+        on_cuda = dev.type == "cuda"
+        use_compile = on_cuda if self.compile is None else self.compile
+        use_graphs = on_cuda if self.cuda_graphs is None else self.cuda_graphs
+        if use_graphs and not on_cuda:
+            raise ValueError("cuda_graphs=True needs a model on a CUDA device")
+        if use_graphs and use_compile and "reduce-overhead" in self.compile_mode:
+            raise ValueError("compile_mode reduce-overhead makes its own CUDA graphs: use cuda_graphs=False with it")
+        self.shape = (batch, in_len, out_len)
+        # static length: every position of prompt + generation, rounded up to 16 (aligned attention masks)
+        L = -(-(in_len + out_len) // 16) * 16
+        self.max_len = L
+        window = getattr(model.config, "sliding_window", None)
+        if window is not None and window < L:
+            raise NotImplementedError(f"compiled backend: sliding_window {window} < {L} positions")
+        self.eager_attn = (self.attention == "model"
+                           and getattr(model.config, "_attn_implementation", "eager") == "eager")
+        triton_ok, why = gemv_mod.available(dev)
+        self.gemv = self.gemv_option
+        if self.gemv is None:  # automatic: the Triton GEMV on CUDA where triton is installed
+            self.gemv = "triton" if on_cuda and triton_ok else "cublas"
+        if self.gemv == "triton" and not triton_ok:
+            raise ValueError(f"compiled backend: gemv='triton': {why}")
+        inner = model.model
+        self.embed, self.norm, self.rotary, self.lm_head = inner.embed_tokens, inner.norm, inner.rotary_emb, model.lm_head
+        rope_type = getattr(self.rotary, "rope_type", "default")
+        if "dynamic" in str(rope_type) or "longrope" in str(rope_type):
+            raise NotImplementedError(f"compiled backend: rope_type {rope_type!r} recomputes frequencies per call")
+        self.rope = sys.modules[type(inner.layers[0].self_attn).__module__].apply_rotary_pos_emb
+        with _no_grad():
+            self.layers = [_Layer(layer, self.fuse) for layer in inner.layers]
+            kw = dict(device=dev, dtype=dtype)
+            self.k = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
+            self.v = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
+            self.prompt = torch.zeros(batch, in_len, dtype=torch.long, device=dev)
+            self.tok = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+            self.pos = torch.zeros(1, dtype=torch.long, device=dev)
+            # one spare column: a warm-up decode step after prefill writes column 1 even when out_len == 1
+            self.gen = torch.zeros(batch, out_len + 1, dtype=torch.long, device=dev)
+            self.prefill_pos = torch.arange(in_len, device=dev).unsqueeze(0)
+            self.arange_L = torch.arange(L, device=dev)
+            eos = _eos_ids(model)
+            self.eos = torch.tensor(eos, dtype=torch.long, device=dev) if eos else None
+            self.neg_min = torch.finfo(dtype).min
+            self.gemv_plan, gemv_info = {}, {}
+            if self.gemv == "triton" and batch == 1:
+                self.gemv_plan, report = gemv_mod.plan(self._decode_weights(), dtype, cache_path=self.gemv_cache)
+                gemv_info = {"gemv_shapes": len(self.gemv_plan),
+                             "gemv_triton_shapes": sum(c is not None for c in self.gemv_plan.values()),
+                             "gemv_select_s": round(report["select_s"], 3),
+                             "gemv_cached_shapes": report.get("cached", 0)}
+                if report.get("timed"):
+                    gemv_info.update(gemv_step_cublas_us=round(report["step_cublas_s"] * 1e6, 1),
+                                     gemv_step_chosen_us=round(report["step_chosen_s"] * 1e6, 1))
+
+            self._decode = self._decode_step
+            self._decode_layer = self._layer_decode
+            regions = len({l.signature() for l in self.layers})
+            if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
+                cfg = torch._dynamo.config
+                limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+                setattr(cfg, limit, max(getattr(cfg, limit), regions + 8))
+                self._decode_layer = torch.compile(self._layer_decode, mode=self.compile_mode, fullgraph=True,
+                                                   dynamic=False)
+            self.graphs = None
+            inductor = self.inductor
+            if inductor is None:
+                inductor = dict(self.DEFAULT_INDUCTOR) if on_cuda else {}
+            with self._inductor_config(use_compile, inductor):
+                if use_graphs:
+                    self._capture()
+                else:
+                    self._prefill_step()       # warm-up (and, with compile, compilation)
+                    self._decode()
+        sync(dev)
+        return {"compile_s": time.perf_counter() - t0, "compiled": bool(use_compile),
+                "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
+                "attention": "eager" if self.eager_attn else "sdpa",
+                "inductor": inductor if use_compile else {}, "compiled_regions": regions if use_compile else 0,
+                **gemv_info}
+
+    def _decode_weights(self) -> list[torch.Tensor]:
+        """Every weight matrix a decode step multiplies by, as ``_layers`` uses it."""
+        ws = []
+        for l in self.layers:
+            a, m = l.attn, l.mlp
+            ws += [l.qkv[0]] if l.qkv is not None else [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]
+            ws.append(a.o_proj.weight)
+            ws += [l.gate_up[0]] if l.gate_up is not None else [m.gate_proj.weight, m.up_proj.weight]
+            ws.append(m.down_proj.weight)
+        return ws + [self.lm_head.weight]
+
+    @staticmethod
+    def _inductor_config(use_compile: bool, inductor: dict):
+        if not (use_compile and inductor):
+            return contextlib.nullcontext()
+        import torch._inductor.config as inductor_config
+
+        unknown = sorted(k for k in inductor if not hasattr(inductor_config, k))
+        if unknown:
+            raise ValueError(f"compiled backend: unknown torch._inductor.config option(s) {unknown}")
+        return inductor_config.patch(inductor)
+
+    def _capture(self) -> None:
+        s = torch.cuda.Stream(self.device)
+        s.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(s):
+            for _ in range(3):  # compile, autotune, cuBLAS workspaces -- all before capture
+                self._prefill_step()
+                self._decode()
+        torch.cuda.current_stream(self.device).wait_stream(s)
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()  # warm-up activations go back so the graph pool can use them
+        g_pre, g_dec = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g_pre):
+            self._prefill_step()
+        # intermediates only (results go to static buffers), replayed in order: share the pool
+        with torch.cuda.graph(g_dec, pool=g_pre.pool()):
+            self._decode()
+        self.graphs = (g_pre, g_dec)
+
+    def _release(self) -> None:
+        self.graphs = None
+        self.k = self.v = None
+
+    # ----------------------------------------------------------------- the model
+    def _attend_prefill(self, heads, hd, n_rep, scaling, q, k, v):
+        """Causal attention over the prompt (as HF: eager math or SDPA with is_causal)."""
+        B, _, T, _ = q.shape
+        if self.eager_attn:
+            k = k.repeat_interleave(n_rep, dim=1) if n_rep > 1 else k
+            v = v.repeat_interleave(n_rep, dim=1) if n_rep > 1 else v
+            w = torch.matmul(q, k.transpose(2, 3)) * scaling
+            causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+            w = w + torch.zeros(T, T, dtype=w.dtype, device=q.device).masked_fill(~causal, self.neg_min)
+            w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+            o = torch.matmul(w, v)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling,
+                                               enable_gqa=n_rep > 1)
+        return o.transpose(1, 2).reshape(B, T, heads * hd)
+
+    def _attend_decode(self, heads, kv_heads, hd, n_rep, scaling, q, kc, vc, mask, add_mask):
+        """One query token against the whole static cache, later positions masked.
+
+        GQA without copying the cache: the ``n_rep`` query heads of a KV head are laid out as
+        ``n_rep`` query rows of that KV head (the same dot products as ``repeat_kv``).
+        """
+        B = q.shape[0]
+        q = q.reshape(B, kv_heads, n_rep, hd)
+        if self.eager_attn:
+            w = torch.matmul(q, kc.transpose(2, 3)) * scaling + add_mask
+            w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+            o = torch.matmul(w, vc)
+        else:
+            o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=scaling)
+        return o.reshape(B, 1, heads * hd)
+
+    def _linear(self, h, w, b):
+        """``F.linear``, or at one row (batch-1 decode) what ``gemv`` says."""
+        if h.shape[0] * h.shape[1] == 1:
+            if self.gemv == "reduce":
+                y = (h.unsqueeze(-2).float() * w.float()).sum(-1).to(h.dtype)
+                return y if b is None else y + b
+            cfg = self.gemv_plan.get((w.shape[0], w.shape[1]))
+            if cfg is not None:
+                return gemv_mod.gemv(h, w, b, cfg)
+        return F.linear(h, w, b)
+
+    def _layer(self, x, cos, sin, kc, vc, mask, add_mask, tensors, spec, decode: bool):
+        """One decoder layer: prefill (``decode=False``, the whole prompt) or one decode step."""
+        heads, kv_heads, hd, n_rep, scaling, eps1, eps2, qkv_sizes, gu_sizes = spec
+        ln1_w, ln2_w, qkv, (o_w, o_b), gu, (d_w, d_b) = tensors
+        B, T, _ = x.shape
+        h = _rms_norm(x, ln1_w, eps1)
+        if qkv_sizes is not None:
+            q, k, v = self._linear(h, *qkv[0]).split(qkv_sizes, dim=-1)
+        else:
+            q, k, v = (self._linear(h, w, b) for w, b in qkv)
+        q = q.view(B, T, heads, hd).transpose(1, 2)
+        k = k.view(B, T, kv_heads, hd).transpose(1, 2)
+        v = v.view(B, T, kv_heads, hd).transpose(1, 2)
+        q, k = self.rope(q, k, cos, sin)
+        if decode:
+            kc.index_copy_(2, self.pos, k)
+            vc.index_copy_(2, self.pos, v)
+            o = self._attend_decode(heads, kv_heads, hd, n_rep, scaling, q, kc, vc, mask, add_mask)
+        else:
+            kc[:, :, :T].copy_(k)
+            vc[:, :, :T].copy_(v)
+            o = self._attend_prefill(heads, hd, n_rep, scaling, q, k, v)
+        x = x + self._linear(o, o_w, o_b)
+        h = _rms_norm(x, ln2_w, eps2)
+        if gu_sizes is not None:
+            g, u = self._linear(h, *gu[0]).split(gu_sizes, dim=-1)
+        else:
+            g, u = (self._linear(h, w, b) for w, b in gu)
+        return x + self._linear(F.silu(g) * u, d_w, d_b)
+
+    def _layer_decode(self, x, cos, sin, kc, vc, mask, add_mask, tensors, spec):
+        return self._layer(x, cos, sin, kc, vc, mask, add_mask, tensors, spec, decode=True)
+
+    def _layers(self, x, positions, decode: bool):
+        cos, sin = self.rotary(x, positions)
+        mask = add_mask = None
+        if decode:
+            mask = (self.arange_L <= self.pos).view(1, 1, 1, -1)
+            if self.eager_attn:
+                add_mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, self.neg_min)
+        for l, kc, vc in zip(self.layers, self.k, self.v):
+            if decode:
+                x = self._decode_layer(x, cos, sin, kc, vc, mask, add_mask, l.tensors, l.spec)
+            else:
+                x = self._layer(x, cos, sin, kc, vc, None, None, l.tensors, l.spec, decode=False)
+        return x
+
+    def _next_token(self, x):
+        logits = self._linear(self.norm(x[:, -1:, :]), self.lm_head.weight, self.lm_head.bias)[:, -1, :].float()
+        if self.eos is not None:
+            logits = logits.index_fill(-1, self.eos, float("-inf"))
+        return logits.argmax(dim=-1)
+
+    def _prefill_step(self) -> None:
+        x = self.embed(self.prompt)
+        nxt = self._next_token(self._layers(x, self.prefill_pos, decode=False))
+        self.gen[:, 0].copy_(nxt)
+        self.tok.copy_(nxt.unsqueeze(1))
+        self.pos.fill_(self.shape[1])
+
+    def _decode_step(self) -> None:
+        x = self.embed(self.tok)
+        nxt = self._next_token(self._layers(x, self.pos.view(1, 1), decode=True))
+        self.gen.index_copy_(1, self.pos - (self.shape[1] - 1), nxt.unsqueeze(1))
+        self.tok.copy_(nxt.unsqueeze(1))
+        self.pos.add_(1)
+
+    # ----------------------------------------------------------------- generation
+    def generate(self, prompt: torch.Tensor, out_len: int,
+                 on_first_token: Callable[[], None] | None = None) -> torch.Tensor:
+        if self.shape is None:
+            raise RuntimeError("compiled backend: call prepare() first")
+        batch, in_len, max_out = self.shape
+        if tuple(prompt.shape) != (batch, in_len) or not 1 <= out_len <= max_out:
+            raise ValueError(f"compiled backend prepared for prompt {(batch, in_len)} and at most {max_out} new "
+                             f"tokens, got prompt {tuple(prompt.shape)} and {out_len}")
+        with _no_grad():
+            self.prompt.copy_(prompt)
+            if self.graphs is not None:
+                g_pre, g_dec = self.graphs
+                g_pre.replay()
+                if on_first_token is not None:
+                    on_first_token()
+                for _ in range(out_len - 1):
+                    g_dec.replay()
+            else:
+                self._prefill_step()
+                if on_first_token is not None:
+                    on_first_token()
+                for _ in range(out_len - 1):
+                    self._decode()
+            return torch.cat([prompt, self.gen[:, :out_len]], dim=1)
+
+
+class CudaGraphBackend(CompiledBackend):
+    """``compiled`` without ``torch.compile``: CUDA graphs of the eager kernels."""
+
+    name = "cuda-graph"
+    default_compile = False
