@@ -99,8 +99,9 @@ def scan_hidden_states(model, calibration: torch.Tensor, batch_size: int, *score
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every token's vectors ([..., hidden] -> [...]), float32."""
-    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-12)
+    """Cosine similarity of every token's vectors ([..., hidden] -> [...]), in float64:
+    neighbouring hidden states are nearly parallel, and 1 - cos is what gets ranked."""
+    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-12)
 
 
 # --------------------------------------------------------------------------- report

@@ -49,7 +49,7 @@ class BlockInfluence:
         self.tokens = 0
 
     def update(self, hidden: list[torch.Tensor]) -> None:
-        bi = torch.stack([(1 - cosine(a, b)).double().sum() for a, b in zip(hidden[:-1], hidden[1:])])
+        bi = torch.stack([(1 - cosine(a, b)).sum() for a, b in zip(hidden[:-1], hidden[1:])])
         self.total = bi if self.total is None else self.total + bi
         self.tokens += hidden[0].shape[0] * hidden[0].shape[1]
 
