@@ -63,7 +63,9 @@ def schema_errors(config: dict, schema_path: str | os.PathLike = SCHEMA) -> list
 
 def semantic_errors(config: dict) -> list[str]:
     """Checks across keys; assumes the schema passed."""
-    from .models import estimate_llama_params, resolve_path
+    from .architecture import architecture_errors
+    from .architecture import estimate_llama_params
+    from .models import resolve_path
 
     errs: list[str] = []
     corpora = config["corpora"]
@@ -117,6 +119,7 @@ def semantic_errors(config: dict) -> list[str]:
                 errs.append(f"config key {k}.architecture: weights 'random' needs the architecture (or path to a local folder with config.json)")
         arch = spec.get("architecture")
         if arch:
+            errs += architecture_errors(arch, f"{k}.architecture")
             need = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"]
             missing = [x for x in need if x not in arch]
             if missing:

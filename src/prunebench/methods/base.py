@@ -77,3 +77,10 @@ def get_method(name: str) -> Method:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown method {name!r}; registered: {sorted(REGISTRY)}") from None
+
+
+def with_defaults(schema: dict, settings: dict) -> dict:
+    """``settings`` with the ``default`` of every property of ``schema`` it does not set."""
+    out = {k: sub["default"] for k, sub in schema.get("properties", {}).items() if "default" in sub}
+    out.update(settings)
+    return out
