@@ -34,7 +34,7 @@ next)   # is the tuned result stable from one compilation to the next, does the 
 triton) # the Triton GEMV (gemv=triton) and SDPA decode attention against the default, which
         # runs first and last (order effects); the GEMV microbenchmark first (7B, LLM-Pruner and
         # FLAP shapes), which also fills Triton's kernel cache for the variants
-        ${PY:-python3} -m prunebench.gemv 12288x4096 4096x4096 22016x4096 4096x11008 32000x4096 \
+        ${PY:-python3} -m prunebench.tools.gemv_bench 12288x4096 4096x4096 22016x4096 4096x11008 32000x4096 \
             8064x4096 4096x2688 14262x4096 4096x7131 12552x4096 4096x6276 2>&1 | grep -E '^\{|Error|error'
         variants=(
             "--profile"                                  # the default
@@ -50,6 +50,6 @@ for v in "${variants[@]}"; do
     echo "== variant: $v"
     check=--no-check
     if [[ $v == CHECK* ]]; then check=; v=${v#CHECK }; fi
-    eval ${PY:-python3} -m prunebench.backends --config config.yaml --model "$model" --dtype float16 \
+    eval ${PY:-python3} -m prunebench.tools.selfcheck --config config.yaml --model "$model" --dtype float16 \
         --batch "$batch" --time 5 --skip-eager $check "$v" 2>&1 | grep -E '^(time|profile|check)|Error|error' | cut -c1-3000
 done
