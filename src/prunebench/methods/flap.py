@@ -46,9 +46,9 @@ import time
 
 import torch
 
-from ..models import count_params, layer_structure
+from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
-from .width import (TOLERANCE, attn_geometry, budget_report, head_channels, kv_group_params, mlp_channel_params,
+from .width import (TOLERANCE, attn_geometry, result_report, head_channels, kv_group_params, mlp_channel_params,
                     prune_attention, prune_mlp, removed_input_bias)
 
 log = logging.getLogger(__name__)
@@ -309,11 +309,6 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
             "threshold": threshold if abs(threshold) != float("inf") else None,
             "removed_fraction_attention_units": [float((~m).float().mean()) for m in masks_attn],
             "removed_fraction_mlp_channels": [float((~m).float().mean()) for m in masks_mlp],
-            "layers": layer_structure(model)["layers"],
-            "params_before": total,
-            "params_after": after,
-            "budget": budget_report(budget, after),
-            "calibration_tokens": int(calibration.numel()),
-            "prune_seconds": round(time.perf_counter() - t0, 2),
+            **result_report(model, total, after, budget, calibration, t0),
         },
     )

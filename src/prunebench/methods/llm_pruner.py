@@ -56,7 +56,8 @@ from torch import nn
 
 from ..models import count_params, layer_structure
 from .base import Budget, PrunedModel, register, with_defaults
-from .width import attn_geometry, budget_report, check_uniform, resolve_layer_range, solve_plan, sync_attention_attrs
+from .width import (attn_geometry, budget_report, check_uniform, plan_report, resolve_layer_range, solve_plan,
+                    sync_attention_attrs)
 
 log = logging.getLogger(__name__)
 
@@ -313,12 +314,7 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
         {
             "importance": kind,
             "pruned_layers": list(range(start, end)),
-            "ratio": plan["ratio"],
-            "head_ratio": plan["head_ratio"],
-            "channel_ratio": plan["channel_ratio"],
-            "heads_removed_per_layer": plan["heads_removed"],
-            "channels_removed_per_layer": plan["channels_removed"],
-            "round_to": plan["round_to"],
+            **plan_report(plan),
             "gqa": "same number of query heads removed from every KV group; KV heads kept"
                    if plan["kv_heads"] != plan["heads"] else None,
             "calibration_loss": loss,

@@ -35,9 +35,10 @@ import time
 
 import torch
 
-from ..models import count_params, layer_structure
+from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
-from .width import attn_geometry, budget_report, check_uniform, feed_calibration, prune_uniform, solve_plan
+from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
+                    solve_plan)
 
 SETTINGS = {
     "type": "object",
@@ -97,17 +98,7 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
         raise RuntimeError(f"wanda-sp: {after:,} parameters after pruning, planned {plan['params_after']:,}")
     return PrunedModel(model, {
         "metric": "mean_i |W_ij| * ||X_j|| (o_proj / down_proj inputs), summed per head",
-        "ratio": plan["ratio"],
-        "head_ratio": plan["head_ratio"],
-        "channel_ratio": plan["channel_ratio"],
-        "heads_removed_per_layer": plan["heads_removed"],
-        "channels_removed_per_layer": plan["channels_removed"],
-        "round_to": plan["round_to"],
+        **plan_report(plan),
         "head_scores": head_scores,
-        "layers": layer_structure(model)["layers"],
-        "params_before": total,
-        "params_after": after,
-        "budget": budget_report(budget, after),
-        "calibration_tokens": int(calibration.numel()),
-        "prune_seconds": round(time.perf_counter() - t0, 2),
+        **result_report(model, total, after, budget, calibration, t0),
     })

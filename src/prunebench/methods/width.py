@@ -222,6 +222,34 @@ def budget_report(budget, params_after: int) -> dict:
     }
 
 
+def plan_report(plan: dict) -> dict:
+    """The report fields of a uniform-width plan (:func:`solve_plan`)."""
+    return {
+        "ratio": plan["ratio"],
+        "head_ratio": plan["head_ratio"],
+        "channel_ratio": plan["channel_ratio"],
+        "heads_removed_per_layer": plan["heads_removed"],
+        "channels_removed_per_layer": plan["channels_removed"],
+        "round_to": plan["round_to"],
+    }
+
+
+def result_report(model, params_before: int, params_after: int, budget, calibration, t0: float) -> dict:
+    """The report fields every width method ends with: widths, counts, budget, cost."""
+    import time
+
+    from ..models import layer_structure
+
+    return {
+        "layers": layer_structure(model)["layers"],
+        "params_before": params_before,
+        "params_after": params_after,
+        "budget": budget_report(budget, params_after),
+        "calibration_tokens": int(calibration.numel()),
+        "prune_seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
 # --------------------------------------------------------------------------- uniform widths
 
 def layer_signature(layer) -> tuple:
