@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..models import count_params, renumber_layers
 from ..perplexity import mean_nll
-from .base import Budget, PrunedModel, register
+from .base import ArchInfo, Budget, PrunedModel, Reach, register
 
 DEFAULT_KEEP = {"ppl": (0, 0), "taylor": (4, 2), "random": (0, 0)}
 
@@ -135,7 +135,32 @@ SETTINGS = {
 }
 
 
-@register("depth", SETTINGS)
+def _keep(settings: dict) -> tuple[int, int]:
+    first, last = DEFAULT_KEEP.get(settings.get("criterion", "ppl"), (0, 0))
+    return settings.get("keep_first", first), settings.get("keep_last", last)
+
+
+def reachable(info: ArchInfo | None, settings: dict) -> Reach | None:
+    """Whole blocks go: from one block removed down to one block left (never zero), among
+    the blocks ``keep_first``/``keep_last`` leave removable; the result is the count closest
+    to the budget, so within half a block of it."""
+    if info is None:
+        return None
+    keep_first, keep_last = _keep(settings)
+    n = info.n_layers
+    removable = sorted(info.block_params[keep_first:max(keep_first, n - keep_last)])
+    if not removable:
+        raise ValueError(f"keep_first: keep_first ({keep_first}) + keep_last ({keep_last}) protect all {n} "
+                         "blocks of the model: no block can be removed")
+    most = min(len(removable), n - 1)
+    if most == 0:
+        raise ValueError(f"keep_first: the model has {n} block; removing it would leave none")
+    low = info.total - sum(removable[-most:])
+    return Reach(low=low, high=info.total - removable[0], tolerance=removable[-1] / 2 / low,
+                 unit=f"whole blocks of {removable[-1]:,} parameters, at most {most} of {n}")
+
+
+@register("depth", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     criterion = settings.get("criterion", "ppl")
     if criterion not in DEFAULT_KEEP:

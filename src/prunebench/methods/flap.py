@@ -43,7 +43,7 @@ import time
 import torch
 
 from ..models import count_params, layer_structure
-from .base import Budget, PrunedModel, register
+from .base import ArchInfo, Budget, PrunedModel, Reach, register
 from .width import (TOLERANCE, attn_geometry, budget_report, head_channels, kv_group_params, mlp_channel_params,
                     prune_attention, prune_mlp, removed_input_bias)
 
@@ -60,6 +60,21 @@ SETTINGS = {
         "batch_size": {"type": "integer", "minimum": 1},
     },
 }
+
+
+def reachable(info: ArchInfo | None, settings: dict) -> Reach | None:
+    """From one MLP channel removed to every layer keeping one attention unit and one MLP
+    channel (bias compensation adds a bias where a module loses channels); within
+    :data:`TOLERANCE` of the budget."""
+    if info is None:
+        return None
+    bias = settings.get("bias_compensation", True)
+    o_extra = info.hidden if bias and not info.o_bias else 0
+    down_extra = info.hidden if bias and not info.down_bias else 0
+    per_layer = (info.kv_heads - 1) * info.kv_group_params + (info.intermediate - 1) * info.channel_params
+    low = info.total - info.n_layers * (per_layer - o_extra - down_extra)
+    return Reach(low=low, high=info.total - info.channel_params + down_extra, tolerance=TOLERANCE,
+                 unit="attention units and MLP channels, at least one of each per layer")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -228,7 +243,7 @@ def _params_after(model, masks_attn, masks_mlp, scores, bias: bool) -> int:
 
 # --------------------------------------------------------------------------- method
 
-@register("flap", SETTINGS)
+@register("flap", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
     metric = settings.get("metric", "wifv")

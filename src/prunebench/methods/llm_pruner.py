@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ..models import count_params, layer_structure
-from .base import Budget, PrunedModel, register
+from .base import ArchInfo, Budget, PrunedModel, Reach, register
 from .width import (TOLERANCE, attn_geometry, budget_report, mlp_channel_params, query_head_params, kv_group_params,
                     resolve_layer_range, sync_attention_attrs)
 
@@ -131,6 +131,27 @@ def solve_plan(layer, n_layers: int, total: int, target: int, tol: float = TOLER
         params_per_head=p_head, params_per_channel=p_chan,
     )
     return plan
+
+
+def reachable(info: ArchInfo | None, settings: dict) -> Reach | None:
+    """In the layer range: from one MLP channel per layer removed to all but one channel
+    and the most heads :func:`head_options` allows; within :data:`TOLERANCE` of the budget.
+    An empty layer range is refused even where the depth is not known yet."""
+    start, end = settings.get("layer_start"), settings.get("layer_end")
+    if info is None:
+        if start is not None and end is not None and (start < 0) == (end < 0) and start >= end:
+            raise ValueError(f"layer_end: [{start}, {end}) is an empty layer range (end is exclusive)")
+        return None
+    try:
+        s, e = resolve_layer_range(info.n_layers, start, end)
+    except ValueError as exc:
+        raise ValueError(f"layer_end: {exc}") from None
+    n = e - s
+    mha = info.kv_heads == info.heads
+    p_head = info.kv_group_params if mha else info.query_head_params
+    most = max(head_options(info.heads, info.kv_heads)) * p_head + (info.intermediate - 1) * info.channel_params
+    return Reach(low=info.total - n * most, high=info.total - n * info.channel_params, tolerance=TOLERANCE,
+                 unit=f"heads and MLP channels of layers [{s}, {e})")
 
 
 # --------------------------------------------------------------------------- importance
@@ -318,7 +339,7 @@ def _keep_kv_heads(check, kv_modules):
 
 # --------------------------------------------------------------------------- method
 
-@register("llm-pruner", SETTINGS)
+@register("llm-pruner", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
     kind = settings.get("importance", "taylor")
