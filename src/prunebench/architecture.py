@@ -67,7 +67,7 @@ def key_errors(arch: dict) -> list[ArchitectureError]:
     errs: list[ArchitectureError] = []
     bad_names = [k for k in arch if not isinstance(k, str)]
     for k in bad_names:
-        errs.append(ArchitectureError("architecture", f"key {k!r} is not a string"))
+        errs.append(ArchitectureError(f"architecture[{k!r}]", f"key {k!r} is not a string"))
     model_type = arch.get("model_type", "llama")
     from transformers import CONFIG_MAPPING
 
@@ -210,5 +210,5 @@ def path_problem(path: str, *, what: str = "model") -> str | None:
         return f"{path!r} is a file; expected a local {what} folder or a hub id (namespace/name)"
     if HUB_ID.match(path) and ".." not in path and "--" not in path and not path.endswith(".git"):
         return None
-    return (f"{path!r} is neither a local folder (none at {os.path.abspath(path)}) "
+    return (f"{path!r} is neither a local folder (none at {os.path.abspath(path)!r}) "
             "nor a hub id of the form 'name' or 'namespace/name'")

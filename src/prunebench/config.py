@@ -122,7 +122,7 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
         if ok(key, "corpus") and isinstance(config.get("corpora"), dict):
             name = config[key]["corpus"]
             if name not in corpora:
-                errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(corpora)})")
+                errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(map(str, corpora))})")
 
     from .corpus import CorpusError, check_spec
 
@@ -151,7 +151,7 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
         if ok("benchmark", key) and isinstance(pool, dict):
             for item in bench.get(key) or []:
                 if item not in pool:
-                    errs.append(f"config key benchmark.{key}: {item!r} is not an entry of {key} ({sorted(pool)})")
+                    errs.append(f"config key benchmark.{key}: {item!r} is not an entry of {key} ({sorted(map(str, pool))})")
     return list(dict.fromkeys(errs))  # a method's setting refused for several models: once
 
 
