@@ -97,7 +97,8 @@ def main() -> None:
             "in_len": args.in_len, "out_len": args.out_len, "batch": args.batch}
     known = measured(Path(args.estimate)) if args.estimate else None
     bench = cfg["benchmark"]
-    runs = bench["warmup_runs"] + bench["timed_runs"]
+    t = bench["timing"]  # a stable cell's runs: warm-up + min_runs (an unstable one: up to max_runs)
+    runs = t["warmup_runs"] + t["min_runs"]
     total, unknown, listed = 0.0, 0, 0
     for c in pbconfig.cells(cfg):
         if all(v is None or c[k] in v for k, v in keep.items()):

@@ -11,9 +11,11 @@ latency ratio dense/method at batch 1, throughput ratio method/dense at the larg
 where both ran, and each one's best throughput over the batches it ran against dense's best),
 ``backends.csv`` (HF eager vs compiled where both ran), ``ratios.csv``
 (every point where a method and dense ran the same cell: dense latency / method latency)
-and ``summary.txt`` (the statistics the reproduction document quotes: per backend and
-method, at how many points the method is faster than dense, min/median/max and the median
-per batch size; the spread of the timed runs).  ``--compare OTHER`` adds how the ratios
+``intervals.csv`` (the pipeline's ``speedups.csv``: every cell against dense with a bootstrap
+95 % interval and a verdict, faster/slower only where the interval excludes 1) and
+``summary.txt`` (the statistics the reproduction document quotes: per backend and method, at
+how many points the method is faster than dense, min/median/max and the median per batch
+size; the spread of the timed runs; the verdicts under the intervals).  ``--compare OTHER`` adds how the ratios
 agree with another folder's ``ratios.csv`` (another device) on the points both measured.
 The pipeline never writes into docs/, so these files are not overwritten by a rerun.
 
@@ -144,6 +146,16 @@ def summary(ratios: pd.DataFrame, spreads: list[tuple[float, str]], other: pd.Da
     return "\n".join(lines) + "\n"
 
 
+def verdicts(intervals: pd.DataFrame) -> str:
+    """Per backend and method: how many cells are faster / slower / unclear under the intervals."""
+    lines = ["", "verdicts under the 95 % bootstrap intervals (faster/slower: the interval excludes 1):"]
+    for (backend, method), g in intervals.groupby(["backend", "method"], sort=True):
+        n = g["verdict"].value_counts()
+        lines.append(f"  {backend:9s} {method:11s} faster {n.get('faster', 0):3d}  slower {n.get('slower', 0):3d}  "
+                     f"unclear {n.get('unclear', 0):3d}  of {len(g):3d}; both cells stable at {int(g['stable'].sum())}")
+    return "\n".join(lines) + "\n"
+
+
 def main(results: str, out: str, compare: str | None = None) -> None:
     results, out = Path(results), Path(out)
     cells = sorted((results / "bench").rglob("*.json"))
@@ -166,8 +178,10 @@ def main(results: str, out: str, compare: str | None = None) -> None:
         figure.save(fig, out / (stem + ".png"), out / (stem + ".pdf"))
     ratios = method_ratios(df)
     write_csv(out / "ratios.csv", ratios.round(4))
+    intervals = aggregate.speedup_table(aggregate.read_cells([str(c) for c in cells]), FAMILIES)
+    write_csv(out / "intervals.csv", intervals.round(4))
     other = pd.read_csv(Path(compare) / "ratios.csv") if compare else None
-    text = summary(ratios, run_spreads(cells), other)
+    text = summary(ratios, run_spreads(cells), other) + verdicts(intervals)
     with atomic_path(out / "summary.txt", suffix=".txt") as tmp:
         Path(tmp).write_text(text)
     print(text, end="")

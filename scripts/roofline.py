@@ -36,7 +36,8 @@ def meta_model(model_dir: str | None, arch: dict | None, dtype):
     """The model's modules with meta tensors of the right shapes and dtype (nothing allocated)."""
     from transformers import AutoConfig
 
-    from prunebench.models import _llama_config, build_random, read_manifest
+    from prunebench.architecture import build_config
+    from prunebench.models import build_random, read_manifest
 
     structure = None
     if model_dir is not None:
@@ -48,7 +49,7 @@ def meta_model(model_dir: str | None, arch: dict | None, dtype):
         config = AutoConfig.from_pretrained(d)
         structure = man.get("structure")
     else:
-        config = _llama_config(arch)
+        config = build_config(arch)
     return build_random(config, dtype, "meta", structure=structure)
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random LLaMA models (MHA and GQA), an offline tokenizer, text."""
+"""Shared fixtures: tiny random LLaMA models (MHA and GQA), an offline tokenizer, text;
+checks shared by the width-pruning tests."""
 from __future__ import annotations
 
 import random
@@ -114,3 +115,31 @@ def calibration(n: int = 8, seq: int = 32, seed: int = 1):
     import torch
 
     return torch.randint(0, 128, (n, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def kept_columns(dense_w, pruned_w) -> list[int]:
+    """Which input columns of ``dense_w`` survive in ``pruned_w`` (exact match, in order)."""
+    out = []
+    for j in range(pruned_w.shape[1]):
+        hits = (dense_w == pruned_w[:, j:j + 1]).all(0).nonzero().flatten().tolist()
+        assert len(hits) == 1
+        out.append(hits[0])
+    return out
+
+
+def assert_masked_dense(dense, pruned):
+    """Without bias compensation, the pruned model is the dense one with the removed heads /
+    channels zeroed at the o_proj / down_proj input: q/k/v/o and gate/up/down cut alike."""
+    import copy
+
+    import torch
+
+    ref = copy.deepcopy(dense)
+    x = calibration(2, 16, seed=5)
+    with torch.no_grad():
+        for dl, pl in zip(ref.model.layers, pruned.model.layers):
+            for dmod, pmod in ((dl.self_attn.o_proj, pl.self_attn.o_proj), (dl.mlp.down_proj, pl.mlp.down_proj)):
+                mask = torch.zeros(dmod.in_features, dtype=torch.bool)
+                mask[kept_columns(dmod.weight, pmod.weight)] = True
+                dmod.weight[:, ~mask] = 0
+        torch.testing.assert_close(pruned(input_ids=x).logits, ref(input_ids=x).logits, rtol=1e-4, atol=1e-5)

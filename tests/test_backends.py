@@ -396,3 +396,30 @@ def test_cli_option_parsing():
 
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
         selfcheck._parse_option("gemv")
+
+
+def test_layers_of_one_shape_share_one_compiled_region():
+    """Regional compilation: a uniform model's layers have one signature; a width-pruned model
+    has one per distinct layer width (what torch.compile compiles once each)."""
+    uniform = _model(True)
+    be = CompiledBackend()
+    be.prepare(uniform, 1, IN, 4)
+    assert len({l.signature() for l in be.layers}) == 1
+    pruned = _width_pruned(True, "eager")
+    be = CompiledBackend()
+    be.prepare(pruned, 1, IN, 4)
+    widths = {tuple(sorted(l.items())) for l in layer_structure(pruned)["layers"]}  # widths and biases
+    assert len({l.signature() for l in be.layers}) == len(widths) > 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PRUNEBENCH_SLOW"), reason="torch.compile on CPU: ~40 s; PRUNEBENCH_SLOW=1")
+def test_regional_compile_traces_one_graph_for_a_uniform_model():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = _scramble(_model(True))
+    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(compile=True))
+    assert ok and info["compiled"] and info["compiled_regions"] == 1, info
+    assert counters["stats"]["unique_graphs"] == 1  # every layer reuses the first one's graph

@@ -65,9 +65,9 @@ def test_listing_missing_and_budget(tmp_path):
     ref = tmp_path / "ref"
     for b in (1, 384):
         _cell(ref, "llama-7b", "dense", "hf-eager", 12, 128, b, 10.0)
-    # 1 warm-up + 2 timed runs of 10 s + 12 s start-up = 42 s a cell: 100 s holds two
-    listed, err = _run(tmp_path, *sel, "--missing", "--estimate", str(ref), "--budget", "100")
+    # a stable cell: 1 warm-up + 6 timed runs (timing.min_runs) of 10 s + 12 s start-up = 82 s: 170 s holds two
+    listed, err = _run(tmp_path, *sel, "--missing", "--estimate", str(ref), "--budget", "170")
     assert listed == paths[1:3]
-    assert "2 cells, about 1 min" in err and err.count("42 s\t") == 2
+    assert "2 cells, about 3 min" in err and err.count("82 s\t") == 2
     with pytest.raises(subprocess.CalledProcessError):
         _run(tmp_path, *sel, "--budget", "100")  # --budget without --estimate

@@ -22,7 +22,7 @@ def test_paper_config_valid_and_defaults_filled():
     assert cfg["benchmark"]["backends"] == ["hf-eager"]
     assert cfg["models"]["llama-7b"]["seed"] == 0
     cells = pbconfig.cells(cfg)
-    assert len(cells) == 2 * len(cfg["methods"]) * 1 * 2 * 2 * 8
+    assert len(cells) == 2 * len(pbconfig.bench_methods(cfg)) * 1 * 2 * 2 * 8
 
 
 def test_presets_valid():

@@ -1,15 +1,24 @@
-"""Model architectures named in the config, checked before any job runs.
+"""Decoder families a model can be built from: ``models.<name>.architecture``.
 
-``models.<name>.architecture`` holds fields of the family's transformers config class
-(``model_type``, default ``llama``).  Every key must be one that class knows -- a misspelt
-``num_key_value_head`` would otherwise be accepted and ignored, giving another model than
-the one asked for -- and the model is built on the meta device (shapes only, no memory), so
-that an architecture transformers cannot build, or one without the LLaMA layout the methods
-and backends work on, is refused naming the key.  Where no architecture is given, the
-``config.json`` of a local model folder (``path``) serves.  The built model gives the exact
-dense parameter count and the layout the methods' reachable ranges read
-(:class:`prunebench.methods.ArchInfo`).
+``architecture.model_type`` picks the family (default ``llama``); the other keys are the
+fields of that family's Hugging Face config:
 
+``llama``    LLaMA-1/2/3 (LLaMA-3: ``rope_scaling: {rope_type: llama3, ...}`` and
+             ``rope_theta``); optional ``attention_bias`` (q/k/v/o) and ``mlp_bias``
+             (gate/up/down);
+``mistral``  Mistral (grouped-query attention, ``sliding_window``), no biases;
+``qwen2``    Qwen2 / Qwen2.5: biases on q/k/v (not o), often ``tie_word_embeddings``.
+
+All three share the decoder layout every method relies on (``model.model.layers[i]``
+with ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj``).
+
+Checked before any job runs (:func:`dense_info`): every key must be a field of that
+family's config class -- a misspelt ``num_key_value_head`` would otherwise be accepted and
+ignored, giving another model than the one asked for -- and the model is built on the meta
+device (shapes only, no memory), so that an architecture transformers cannot build is
+refused naming the key.  Where no architecture is given, the ``config.json`` of a local
+model folder (``path``) serves.  The built model gives the exact dense parameter count and
+the layout the methods' reachable ranges read (:class:`prunebench.methods.ArchInfo`).
 torch and transformers are imported only when a check runs.
 """
 from __future__ import annotations
@@ -18,6 +27,60 @@ import difflib
 import os
 import re
 from pathlib import Path
+
+#: model_type -> ``qkv_bias``: q/k/v always have biases; ``bias_options``: the config's
+#: ``attention_bias`` / ``mlp_bias`` switches exist (LLaMA only)
+FAMILIES: dict[str, dict[str, bool]] = {
+    "llama": {"qkv_bias": False, "bias_options": True},
+    "mistral": {"qkv_bias": False, "bias_options": False},
+    "qwen2": {"qkv_bias": True, "bias_options": False},
+}
+
+
+def architecture_errors(arch: dict, key: str) -> list[str]:
+    """Problems of an ``architecture`` entry that the config schema cannot see."""
+    model_type = arch.get("model_type", "llama")
+    if model_type not in FAMILIES:
+        return [f"config key {key}.model_type: {model_type!r} is not supported; expected one of {sorted(FAMILIES)}"]
+    return []
+
+
+def build_config(arch: dict, key: str = "models.*.architecture"):
+    """The Hugging Face config of ``arch`` (``model_type`` + that family's config fields)."""
+    from transformers import AutoConfig
+
+    errs = architecture_errors(arch, key)
+    if errs:
+        raise ValueError(errs[0])
+    arch = dict(arch)
+    model_type = arch.pop("model_type", "llama")
+    return AutoConfig.for_model(model_type, **arch)
+
+
+def estimate_llama_params(arch: dict) -> int:
+    """Parameter count of a uniform model of ``arch`` (any family above), biases and tied
+    embeddings included; equals the built model's count."""
+    family = FAMILIES.get(arch.get("model_type", "llama"), FAMILIES["llama"])
+    h = arch["hidden_size"]
+    n_heads = arch["num_attention_heads"]
+    kv = arch.get("num_key_value_heads") or n_heads
+    hd = arch.get("head_dim") or h // n_heads
+    inter = arch["intermediate_size"]
+    vocab = arch["vocab_size"]
+    attn_bias = family["bias_options"] and arch.get("attention_bias", False)
+    mlp_bias = family["bias_options"] and arch.get("mlp_bias", False)
+    attn = h * n_heads * hd * 2 + h * kv * hd * 2
+    if attn_bias or family["qkv_bias"]:
+        attn += n_heads * hd + 2 * kv * hd  # q, k, v
+    if attn_bias:
+        attn += h  # o_proj
+    mlp = 3 * h * inter + ((2 * inter + h) if mlp_bias else 0)
+    block = attn + mlp + 2 * h
+    emb = vocab * h * (1 if arch.get("tie_word_embeddings", False) else 2)
+    return arch["num_hidden_layers"] * block + emb + h
+
+
+# --------------------------------------------------------------------------- checks
 
 #: fields every architecture gives, each a positive integer
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -69,12 +132,11 @@ def key_errors(arch: dict) -> list[ArchitectureError]:
     for k in bad_names:
         errs.append(ArchitectureError(f"architecture[{k!r}]", f"key {k!r} is not a string"))
     model_type = arch.get("model_type", "llama")
-    from transformers import CONFIG_MAPPING
-
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING.keys()), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return errs + [ArchitectureError("architecture.model_type", f"unknown model_type {model_type!r}{hint}")]
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
+        close = difflib.get_close_matches(str(model_type), sorted(FAMILIES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return errs + [ArchitectureError("architecture.model_type", f"{model_type!r} is not supported; expected one "
+                                                                   f"of {sorted(FAMILIES)}{hint}")]
     missing = [k for k in REQUIRED if k not in arch]
     if missing:
         errs.append(ArchitectureError("architecture", f"missing {missing}"))
@@ -163,10 +225,8 @@ def dense_info(spec: dict):
         errs = key_errors(arch)
         if errs:
             raise ArchitectureError(*errs[0].problems[0], *(e.problems[0] for e in errs[1:]))
-        from .models import _llama_config
-
         try:
-            model = _build(_llama_config(arch))
+            model = _build(build_config(arch))
         except Exception as exc:  # noqa: BLE001 - any failure to build is the config's
             raise ArchitectureError(_key_of(exc, arch), f"cannot build the model: {_first_line(exc)}") from None
         return _check_layout(model, "architecture.model_type")

@@ -33,7 +33,8 @@ without running (:func:`check_fits`; its ``error`` says "predicted, not run").
 Cell file: ``results/<experiment>/bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json``,
 fields listed in :data:`FIELDS` (lists ``latencies_s``, ``ttfts_s`` and ``warmup_latencies_s``
 hold every run; ``backend_info`` is what the backend's ``prepare`` reports besides
-``compile_s``; ``timing`` the repetition settings used).
+``compile_s``; ``timing`` the repetition settings used; ``process_s`` the process's age when
+the stage began, ``cell_wall_s`` the stage's own wall time: the cell's cost is their sum).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ from tqdm.auto import tqdm
 
 from . import backends as _backends
 from . import timing as _timing
-from .devices import free_device_memory, host_load, kernel_time, measure_copy_bandwidth, resolve_device, sync
+from .devices import (free_device_memory, host_load, kernel_time, measure_copy_bandwidth, process_age,
+                      resolve_device, sync)
 from .io import write_json
 from .roofline import kv_cache_bytes, roofline_seconds, weight_bytes
 
@@ -64,6 +66,7 @@ FIELDS = (
     "ttfts_s", "ttft_s", "ttft_ci_low_s", "ttft_ci_high_s",
     "decode_per_token_s", "decode_per_token_ci_low_s", "decode_per_token_ci_high_s", "decode_tok_s",
     "gpu_busy_frac", "gpu_kernel_s", "gpu_wall_s", "profile_tokens", "host_before", "host_after", "threads",
+    "process_s", "cell_wall_s",
     "peak_mem_gib", "load_s", "compile_s", "backend_info", "hbm_bandwidth_gbs", "roofline_s", "roofline_frac",
     "timing", "versions", "finished_at",
 )
@@ -209,6 +212,7 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
         cache_dir: str | None = None) -> dict:
     from .models import load_model, read_manifest, weights_kind
 
+    t_start, age = time.perf_counter(), process_age()
     if backend not in BACKENDS:
         raise ValueError(f"benchmark.backends: unknown backend {backend!r}; expected one of {BACKENDS}")
     settings = {**_timing.DEFAULTS, **EXTRA_TIMING, **(timing or {})}
@@ -286,6 +290,8 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
         if dev.type == "cuda":
             rec["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
         del model, be
+    rec["process_s"] = age  # interpreter start and imports before this function ran
+    rec["cell_wall_s"] = time.perf_counter() - t_start
     rec["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json(out_path, rec)
     return rec

@@ -1,7 +1,7 @@
 """Command line: ``python -m prunebench <stage> key=value ...`` calls ``prunebench.<stage>.run``.
 
 Each ``key=value`` becomes a keyword argument of the stage's ``run`` function: values of
-parameters annotated ``str`` are passed as text, all others are parsed as JSON (numbers,
+parameters annotated ``str`` (or ``str | None``) are passed as text, all others are parsed as JSON (numbers,
 lists, objects, ``null``).  The Snakemake rules call exactly this, so every step can also be
 run by hand.  Known failures (bad artifact, bad setting, a corpus that cannot be built) print one line naming the file or
 the config key and exit with status 1; anything else keeps its traceback.
@@ -28,7 +28,7 @@ def parse_kwargs(fn, items: list[str]) -> dict:
         if key not in sig.parameters:
             raise SystemExit(f"argument {key!r}: {fn.__module__}.run takes {list(sig.parameters)}")
         ann = sig.parameters[key].annotation
-        if ann in ("str", str):
+        if ann in ("str", str, "str | None", "None | str", "Optional[str]"):
             out[key] = value
         else:
             try:
@@ -36,20 +36,6 @@ def parse_kwargs(fn, items: list[str]) -> dict:
             except json.JSONDecodeError:
                 raise SystemExit(f"argument {key}: not valid JSON: {value!r}") from None
     return out
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux ``/proc``), ``None`` where unknown."""
-    import os
-
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     from .config import ConfigError
     from .corpus import CorpusError
+    from .devices import process_age
     from .io import ArtifactError
 
     mod = importlib.import_module(f"prunebench.{stage}")

@@ -7,13 +7,15 @@
 ``free_device_memory``    free bytes after this process's cache is returned (CUDA)
 ``kernel_time``           GPU kernel time of one call against its wall time (CUDA, profiler)
 ``host_load``             what else the host is doing (load average, other running processes)
+``process_age``           seconds since this process started
+
+Importing this module does not import torch (each function does): the command line reads
+:func:`process_age` in every stage, light ones too.
 """
 from __future__ import annotations
 
 import os
 import time
-
-import torch
 
 from . import gpus
 
@@ -25,6 +27,8 @@ def resolve_device(name: str) -> torch.device:
     process (:mod:`prunebench.gpus`), before anything starts CUDA: every GPU stage calls
     this before its first use of the device, and a stage that needs no device (dense
     pruning, perplexity of random weights) never claims one."""
+    import torch
+
     if gpus.wants_claim(name):
         gpus.claim()
     if name == "auto":
@@ -41,6 +45,8 @@ def resolve_device(name: str) -> torch.device:
 
 def sync(device: torch.device | str) -> None:
     """Wait for the device's queued work (CUDA); a no-op elsewhere.  For timing."""
+    import torch
+
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -51,6 +57,8 @@ def measure_copy_bandwidth(device, nbytes: int | None = None, iters: int | None 
     Default: 10 copies of 1 GiB on CUDA (far larger than L2; ~0.1 s in all), 3 of 64 MiB on CPU.
     Needs 2 x ``nbytes`` free memory; measure before loading a model.
     """
+    import torch
+
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -84,6 +92,8 @@ def measure_copy_bandwidth(device, nbytes: int | None = None, iters: int | None 
 def free_device_memory(device) -> int | None:
     """Free bytes on a CUDA device (this process's cached, unused blocks returned first);
     ``None`` for the CPU, which has no such bound."""
+    import torch
+
     dev = torch.device(device)
     if dev.type != "cuda":
         return None
@@ -96,6 +106,8 @@ def kernel_time(fn, device, top: int = 0) -> dict:
     count (and the ``top`` kernels by time).  ``kernel_s / wall_s`` near 1 means the GPU never
     waited for the host; far below 1, the call measures the framework (Python, launches), not
     the model.  CUDA only: ``None`` elsewhere."""
+    import torch
+
     dev = torch.device(device)
     if dev.type != "cuda":
         return None
@@ -119,6 +131,19 @@ def kernel_time(fn, device, top: int = 0) -> dict:
     if top:
         out["top"] = [{"s": round(t, 5), "count": c, "name": k[:90]} for t, c, k in rows[:top]]
     return out
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), ``None`` where unknown: the
+    interpreter's start and imports, a per-job cost worth knowing on a GPU."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _running_processes(exclude: int) -> int:

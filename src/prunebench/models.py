@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from .architecture import build_config, estimate_llama_params  # noqa: F401 (re-exported)
 from .devices import sync
 from .io import ArtifactError, atomic_path, read_json, write_json
 
@@ -71,30 +72,7 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def estimate_llama_params(arch: dict) -> int:
-    """Parameter count of a uniform LLaMA-architecture model from its config dict."""
-    h = arch["hidden_size"]
-    n_heads = arch["num_attention_heads"]
-    kv = arch.get("num_key_value_heads") or n_heads
-    hd = arch.get("head_dim") or h // n_heads
-    inter = arch["intermediate_size"]
-    vocab = arch["vocab_size"]
-    attn = h * n_heads * hd * 2 + h * kv * hd * 2
-    mlp = 3 * h * inter
-    block = attn + mlp + 2 * h
-    emb = vocab * h * (1 if arch.get("tie_word_embeddings", False) else 2)
-    return arch["num_hidden_layers"] * block + emb + h
-
-
 # --------------------------------------------------------------------------- building
-
-def _llama_config(arch: dict):
-    from transformers import AutoConfig
-
-    arch = dict(arch)
-    model_type = arch.pop("model_type", "llama")
-    return AutoConfig.for_model(model_type, **arch)
-
 
 def build_random(config, dtype: torch.dtype, device: torch.device | str = "cpu", seed: int = 0,
                  structure: dict | None = None):
@@ -159,7 +137,7 @@ def load_source(spec: dict, dtype: torch.dtype, device: torch.device | str = "cp
         kwargs["attn_implementation"] = attn_implementation
     if weights == "random":
         if spec.get("architecture"):
-            config = _llama_config(spec["architecture"])
+            config = build_config(spec["architecture"])
         else:
             config = AutoConfig.from_pretrained(resolve_path(spec["path"]))
         if attn_implementation:

@@ -14,11 +14,6 @@ from .base import (REACHABLE, REGISTRY, SETTINGS_SCHEMAS, ArchInfo, Budget, Prun
                    budget_problem, get_method, register, result_problem)
 
 # Each import registers its method.
-from . import dense, depth  # noqa: F401,E402
-
-for _optional in ("llm_pruner", "flap"):
-    try:  # width-pruning methods live in their own files
-        __import__(f"{__name__}.{_optional}")
-    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a file is absent
-        if _exc.name != f"{__name__}.{_optional}":
-            raise
+from . import dense  # noqa: F401,E402
+from . import angular, depth, shortgpt, sleb  # noqa: F401,E402  (whole blocks)
+from . import flap, llm_pruner, minitron, wanda_sp  # noqa: F401,E402  (heads and channels)

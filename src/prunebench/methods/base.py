@@ -81,6 +81,9 @@ class ArchInfo:
     channel_params: int           #: one MLP channel (gate/up rows + down_proj column)
     o_bias: bool                  #: o_proj already has a bias
     down_bias: bool
+    #: the first decoder block itself (on the meta device before any job): for solvers
+    #: that plan on a layer's shapes
+    layer: object = field(default=None, compare=False, repr=False)
 
     @property
     def n_layers(self) -> int:
@@ -99,18 +102,21 @@ def arch_info(model) -> ArchInfo:
         heads=g.heads, kv_heads=g.kv_heads, head_dim=g.head_dim, hidden=g.hidden,
         intermediate=mlp.gate_proj.out_features, query_head_params=query_head_params(attn),
         kv_group_params=kv_group_params(attn), channel_params=mlp_channel_params(mlp),
-        o_bias=attn.o_proj.bias is not None, down_bias=mlp.down_proj.bias is not None)
+        o_bias=attn.o_proj.bias is not None, down_bias=mlp.down_proj.bias is not None, layer=layers[0])
 
 
 @dataclass(frozen=True)
 class Reach:
     """Parameter counts a method can produce: ``low`` .. ``high``; a budget inside lands
-    within ``tolerance`` (relative error of the result against the target)."""
+    within ``tolerance`` (relative error of the result against the target).  ``check``
+    (optional): for a target inside, raise ``ValueError`` where the method's steps still
+    cannot land within the tolerance (coarse steps leave gaps)."""
 
     low: int
     high: int
     tolerance: float
     unit: str = ""  #: what the steps are, for messages ("whole blocks of 34,944")
+    check: Callable[[int], object] | None = field(default=None, compare=False, repr=False)
 
 
 #: ``reachable(info, settings) -> Reach | None``: ``info`` is None where the architecture is
@@ -152,6 +158,11 @@ def budget_problem(algo: str, info: ArchInfo | None, settings: dict, target: int
     if not reach.low <= target <= reach.high:
         return (f"{target:,} parameters is outside what {algo!r} can reach for this architecture "
                 f"({reach.low:,} .. {reach.high:,} of {info.total:,}{'; ' + reach.unit if reach.unit else ''})")
+    if reach.check is not None:
+        try:
+            reach.check(target)
+        except ValueError as exc:
+            return str(exc)
     return None
 
 
@@ -174,3 +185,10 @@ def get_method(name: str) -> Method:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown method {name!r}; registered: {sorted(REGISTRY)}") from None
+
+
+def with_defaults(schema: dict, settings: dict) -> dict:
+    """``settings`` with the ``default`` of every property of ``schema`` it does not set."""
+    out = {k: sub["default"] for k, sub in schema.get("properties", {}).items() if "default" in sub}
+    out.update(settings)
+    return out

@@ -27,13 +27,17 @@ attention unit is a whole KV group -- its query heads, the k/v head and their
 GQA layout work; statistics are float32/float64 on the model's device.
 
 Settings: ``metric`` (``wifv``|``ifv``|``wifn``), ``structure`` (``AL-AM``),
-``bias_compensation`` (default true), ``batch_size`` (calibration forward batch, 8).
+``bias_compensation`` (default true), ``batch_size`` (calibration forward batch, 8),
+``round_to`` (default 1): every kept MLP width is a multiple of it (or the full
+width) -- a layer's channels, best first, are ranked in chunks of ``round_to`` (a
+chunk scores the mean of its channels) instead of one by one; heads are always whole.
 
 Budget: with the units sorted by score, the pruned model's parameter count is a step
 function of how many are kept, so the global threshold is solved from the budget:
 the lowest score whose better units fit ``budget.target_params`` (bias parameters
 included); the remainder, less than one unit, is filled with the next-best MLP
-channels, which lands within one MLP channel (``3 * hidden`` parameters) of it.
+channels, which lands within one MLP channel (``3 * hidden`` parameters) of it
+(``round_to`` channels with alignment).
 """
 from __future__ import annotations
 
@@ -42,9 +46,9 @@ import time
 
 import torch
 
-from ..models import count_params, layer_structure
-from .base import ArchInfo, Budget, PrunedModel, Reach, register
-from .width import (TOLERANCE, attn_geometry, budget_report, head_channels, kv_group_params, mlp_channel_params,
+from ..models import count_params
+from .base import Budget, PrunedModel, Reach, register, with_defaults
+from .width import (TOLERANCE, attn_geometry, result_report, head_channels, kv_group_params, mlp_channel_params,
                     prune_attention, prune_mlp, removed_input_bias)
 
 log = logging.getLogger(__name__)
@@ -54,26 +58,29 @@ SETTINGS = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "metric": {"enum": ["wifv", "ifv", "wifn"]},
-        "structure": {"enum": ["AL-AM"]},
-        "bias_compensation": {"type": "boolean"},
-        "batch_size": {"type": "integer", "minimum": 1},
+        "metric": {"enum": ["wifv", "ifv", "wifn"], "default": "wifv"},
+        "structure": {"enum": ["AL-AM"], "default": "AL-AM"},
+        "bias_compensation": {"type": "boolean", "default": True},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
+        "round_to": {"type": "integer", "minimum": 1, "default": 1},
     },
 }
 
 
-def reachable(info: ArchInfo | None, settings: dict) -> Reach | None:
-    """From one MLP channel removed to every layer keeping one attention unit and one MLP
-    channel (bias compensation adds a bias where a module loses channels); within
-    :data:`TOLERANCE` of the budget."""
+def reachable(info, settings: dict):
+    """From the smallest MLP unit removed to every layer keeping one attention unit and one
+    MLP unit (``round_to`` channels; bias compensation adds a bias where a module loses
+    channels); within :data:`TOLERANCE` of the budget."""
     if info is None:
         return None
-    bias = settings.get("bias_compensation", True)
+    opt = with_defaults(SETTINGS, settings)
+    bias, round_to, inter = opt["bias_compensation"], opt["round_to"], info.intermediate
     o_extra = info.hidden if bias and not info.o_bias else 0
     down_extra = info.hidden if bias and not info.down_bias else 0
-    per_layer = (info.kv_heads - 1) * info.kv_group_params + (info.intermediate - 1) * info.channel_params
-    low = info.total - info.n_layers * (per_layer - o_extra - down_extra)
-    return Reach(low=low, high=info.total - info.channel_params + down_extra, tolerance=TOLERANCE,
+    smallest = inter - round_to * ((inter - 1) // round_to)  # the last chunk of a layer
+    per_layer = (info.kv_heads - 1) * info.kv_group_params + (inter - min(round_to, inter)) * info.channel_params
+    return Reach(low=info.total - info.n_layers * (per_layer - o_extra - down_extra),
+                 high=info.total - smallest * info.channel_params + down_extra, tolerance=TOLERANCE,
                  unit="attention units and MLP channels, at least one of each per layer")
 
 
@@ -168,6 +175,7 @@ def unit_scores(model, stats, metric: str) -> list[dict]:
 def select_units(scores: list[dict], fixed: int, target: int) -> tuple[list[torch.Tensor], list[torch.Tensor], float, int]:
     """Global threshold: keep the best units (each layer's best attention unit and MLP
     channel always) so that ``fixed`` + their parameters lands closest to ``target``.
+    A kind's ``*_params`` is one count for all its units or a tensor of one per unit.
 
     The threshold is the lowest score whose prefix stays within the budget; the rest
     of the budget (less than one unit) is filled with the next-best MLP channels, so a
@@ -181,7 +189,7 @@ def select_units(scores: list[dict], fixed: int, target: int) -> tuple[list[torc
             v = s[kind].clone().double()
             v[int(torch.argmax(v))] = float("inf")  # never prune a layer to zero width
             vals.append(v)
-            params.append(torch.full_like(v, s[f"{kind}_params"]))
+            params.append(torch.as_tensor(s[f"{kind}_params"], dtype=v.dtype).expand_as(v).clone())
             is_mlp.append(torch.full((v.numel(),), kind == "mlp"))
             owner.append((li, kind, v.numel()))
     v_all, p_all, mlp_all = torch.cat(vals), torch.cat(params), torch.cat(is_mlp)
@@ -206,6 +214,31 @@ def select_units(scores: list[dict], fixed: int, target: int) -> tuple[list[torc
         (masks_attn if kind == "attn" else masks_mlp)[li] = keep[pos:pos + n].clone()
         pos += n
     return masks_attn, masks_mlp, threshold, int(round(planned))
+
+
+def chunk_mlp(scores: list[dict], round_to: int) -> tuple[list[dict], list[list[torch.Tensor]]]:
+    """MLP units of ``round_to`` channels: each layer's channels best first, cut into
+    chunks (the last one smaller when the width is not a multiple), a chunk scoring the
+    mean of its channels.  Chunk scores fall within a layer, so the global threshold
+    keeps a prefix of them: every kept width is a multiple of ``round_to`` (or the full
+    width).  Returns the chunked scores and each layer's chunks (channel indices)."""
+    out, chunks = [], []
+    for s in scores:
+        order = torch.argsort(s["mlp"], descending=True, stable=True)
+        parts = list(torch.split(order, round_to))
+        out.append({**s, "mlp": torch.stack([s["mlp"][c].mean() for c in parts]),
+                    "mlp_params": torch.tensor([len(c) * s["mlp_params"] for c in parts], dtype=torch.float64)})
+        chunks.append(parts)
+    return out, chunks
+
+
+def unchunk(mask: torch.Tensor, parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Channel keep mask of a layer from its chunk keep mask."""
+    keep = torch.zeros(width, dtype=torch.bool)
+    for kept, c in zip(mask.tolist(), parts):
+        if kept:
+            keep[c] = True
+    return keep
 
 
 # --------------------------------------------------------------------------- compression
@@ -246,10 +279,9 @@ def _params_after(model, masks_attn, masks_mlp, scores, bias: bool) -> int:
 @register("flap", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
-    metric = settings.get("metric", "wifv")
-    structure = settings.get("structure", "AL-AM")
-    bias = settings.get("bias_compensation", True)
-    bs = settings.get("batch_size", 8)
+    opt = with_defaults(SETTINGS, settings)
+    metric, structure, bias, bs, round_to = (opt[k] for k in ("metric", "structure", "bias_compensation",
+                                                             "batch_size", "round_to"))
     layers = model.model.layers
     total = count_params(model)
 
@@ -262,11 +294,18 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
     if bias:
         extra = sum((l.self_attn.o_proj.bias is None) * l.self_attn.o_proj.out_features
                     + (l.mlp.down_proj.bias is None) * l.mlp.down_proj.out_features for l in layers)
-    masks_attn, masks_mlp, threshold, _ = select_units(scores, total - prunable + extra, budget.target_params)
+    if round_to == 1:
+        masks_attn, masks_mlp, threshold, _ = select_units(scores, total - prunable + extra, budget.target_params)
+    else:
+        chunked, parts = chunk_mlp(scores, round_to)
+        masks_attn, masks_chunks, threshold, _ = select_units(chunked, total - prunable + extra, budget.target_params)
+        masks_mlp = [unchunk(m, p, sc["mlp"].numel()) for m, p, sc in zip(masks_chunks, parts, scores)]
     planned = _params_after(model, masks_attn, masks_mlp, scores, bias)
     if abs(planned / budget.target_params - 1) > TOLERANCE:
+        unit = f"{round_to} channels" if round_to > 1 else "one channel"
         raise ValueError(f"flap: cannot reach {budget.target_params:,} parameters within {TOLERANCE:.1%} "
-                         f"(closest {planned:,}; every layer keeps at least one head unit and one channel)")
+                         f"(closest {planned:,}; every layer keeps at least one head unit and {unit}"
+                         f"{', MLP widths multiples of %d' % round_to if round_to > 1 else ''})")
 
     with torch.no_grad():
         for layer, ma, mm, st in zip(layers, masks_attn, masks_mlp, stats):
@@ -281,16 +320,12 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
             "metric": metric,
             "structure": structure,
             "bias_compensation": bias,
+            "round_to": round_to,
             "attention_unit": ("KV group (query heads sharing a KV head + the k/v head)"
                                if g0 is not None and g0.group > 1 else "head"),
             "threshold": threshold if abs(threshold) != float("inf") else None,
             "removed_fraction_attention_units": [float((~m).float().mean()) for m in masks_attn],
             "removed_fraction_mlp_channels": [float((~m).float().mean()) for m in masks_mlp],
-            "layers": layer_structure(model)["layers"],
-            "params_before": total,
-            "params_after": after,
-            "budget": budget_report(budget, after),
-            "calibration_tokens": int(calibration.numel()),
-            "prune_seconds": round(time.perf_counter() - t0, 2),
+            **result_report(model, total, after, budget, calibration, t0),
         },
     )

@@ -29,6 +29,9 @@ Settings:
     calibration samples per forward/backward pass (Taylor only), default 4.
 ``num_examples``
     how many calibration samples the gradient uses (default: all of them).
+``round_to``
+    the kept MLP width of a pruned layer is a multiple of it (default 1: any width),
+    e.g. 64 for GEMM-friendly shapes; heads are always whole.
 
 Budget: the pruned layers are identical, so the parameter count is a function of the
 heads ``a`` and channels ``c`` removed per layer.  ``r = (dense - target) /
@@ -36,7 +39,7 @@ heads ``a`` and channels ``c`` removed per layer.  ``r = (dense - target) /
 layers 4..29: r = 0.35).  Heads are coarse, so the head count whose fraction is
 nearest to ``r`` (among those that can meet the budget) is taken, then the channel
 count that lands closest to ``budget.target_params`` (fine: one channel is
-``3 * hidden`` parameters per layer); the result is within 0.5 % of the target or
+``3 * hidden`` parameters per layer, ``round_to`` channels with alignment); the result is within 0.5 % of the target or
 the method fails with the reachable range.  The report gives both ratios.
 """
 from __future__ import annotations
@@ -52,9 +55,9 @@ import torch
 from torch import nn
 
 from ..models import count_params, layer_structure
-from .base import ArchInfo, Budget, PrunedModel, Reach, register
-from .width import (TOLERANCE, attn_geometry, budget_report, mlp_channel_params, query_head_params, kv_group_params,
-                    resolve_layer_range, sync_attention_attrs)
+from .base import Budget, PrunedModel, register, with_defaults
+from .width import (attn_geometry, budget_report, check_uniform, plan_report, resolve_layer_range, solve_plan,
+                    sync_attention_attrs, uniform_reach)
 
 log = logging.getLogger(__name__)
 
@@ -63,95 +66,14 @@ SETTINGS = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "importance": {"enum": ["taylor", "l2"]},
-        "layer_start": {"type": "integer"},
-        "layer_end": {"type": "integer"},
-        "batch_size": {"type": "integer", "minimum": 1},
-        "num_examples": {"type": "integer", "minimum": 1},
+        "importance": {"enum": ["taylor", "l2"], "default": "taylor"},
+        "layer_start": {"type": ["integer", "null"], "default": None},
+        "layer_end": {"type": ["integer", "null"], "default": None},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 4},
+        "num_examples": {"type": ["integer", "null"], "minimum": 1, "default": None},
+        "round_to": {"type": "integer", "minimum": 1, "default": 1},
     },
 }
-
-
-# --------------------------------------------------------------------------- budget
-
-def layer_signature(layer) -> tuple:
-    attn, mlp = layer.self_attn, layer.mlp
-    return (
-        tuple((m.in_features, m.out_features, m.bias is not None)
-              for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
-                        mlp.gate_proj, mlp.up_proj, mlp.down_proj)),
-        attn.head_dim,
-    )
-
-
-def head_options(heads: int, kv_heads: int) -> list[int]:
-    """Query heads that may be removed per layer: any count for MHA; for GQA a multiple
-    of the KV-head count (same number from each KV group), always keeping one per group."""
-    if kv_heads == heads:
-        return list(range(heads))
-    group = heads // kv_heads
-    return [k * kv_heads for k in range(group)]
-
-
-def solve_plan(layer, n_layers: int, total: int, target: int, tol: float = TOLERANCE) -> dict:
-    """Heads and channels to remove per pruned layer so the model lands near ``target``."""
-    attn, mlp = layer.self_attn, layer.mlp
-    g = attn_geometry(attn)
-    inter = mlp.gate_proj.out_features
-    mha = g.kv_heads == g.heads
-    p_head = kv_group_params(attn) if mha else query_head_params(attn)
-    p_chan = mlp_channel_params(mlp)
-    layer_params = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-                       for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
-                                 mlp.gate_proj, mlp.up_proj, mlp.down_proj))
-    remove = total - target
-    ratio = remove / (n_layers * layer_params)
-    candidates = []
-    for a in head_options(g.heads, g.kv_heads):
-        c = round((remove / n_layers - a * p_head) / p_chan)
-        c = min(max(c, 0), inter - 1)
-        after = total - n_layers * (a * p_head + c * p_chan)
-        candidates.append({"heads_removed": a, "channels_removed": c, "params_after": after,
-                           "error": after / target - 1})
-    ok = [p for p in candidates if abs(p["error"]) <= tol]
-    if not ok:
-        best = min(candidates, key=lambda p: abs(p["error"]))
-        lo = total - n_layers * (max(head_options(g.heads, g.kv_heads)) * p_head + (inter - 1) * p_chan)
-        raise ValueError(
-            f"llm-pruner: cannot reach {target:,} parameters within {tol:.1%} by pruning {n_layers} layers "
-            f"(reachable: {lo:,} .. {total:,}; closest {best['params_after']:,}); "
-            "widen layer_start/layer_end or lower the budget ratio"
-        )
-    plan = min(ok, key=lambda p: (abs(p["heads_removed"] / g.heads - ratio), abs(p["error"])))
-    plan.update(
-        ratio=ratio,
-        head_ratio=plan["heads_removed"] / g.heads,
-        channel_ratio=plan["channels_removed"] / inter,
-        heads=g.heads, kv_heads=g.kv_heads, intermediate=inter,
-        params_per_head=p_head, params_per_channel=p_chan,
-    )
-    return plan
-
-
-def reachable(info: ArchInfo | None, settings: dict) -> Reach | None:
-    """In the layer range: from one MLP channel per layer removed to all but one channel
-    and the most heads :func:`head_options` allows; within :data:`TOLERANCE` of the budget.
-    An empty layer range is refused even where the depth is not known yet."""
-    start, end = settings.get("layer_start"), settings.get("layer_end")
-    if info is None:
-        if start is not None and end is not None and (start < 0) == (end < 0) and start >= end:
-            raise ValueError(f"layer_end: [{start}, {end}) is an empty layer range (end is exclusive)")
-        return None
-    try:
-        s, e = resolve_layer_range(info.n_layers, start, end)
-    except ValueError as exc:
-        raise ValueError(f"layer_end: {exc}") from None
-    n = e - s
-    mha = info.kv_heads == info.heads
-    p_head = info.kv_group_params if mha else info.query_head_params
-    most = max(head_options(info.heads, info.kv_heads)) * p_head + (info.intermediate - 1) * info.channel_params
-    return Reach(low=info.total - n * most, high=info.total - n * info.channel_params, tolerance=TOLERANCE,
-                 unit=f"heads and MLP channels of layers [{s}, {e})")
 
 
 # --------------------------------------------------------------------------- importance
@@ -339,28 +261,41 @@ def _keep_kv_heads(check, kv_modules):
 
 # --------------------------------------------------------------------------- method
 
+def reachable(info, settings: dict):
+    """The uniform solver's range over the layer range; an empty range is refused even
+    where the depth is not known yet."""
+    opt = with_defaults(SETTINGS, settings)
+    start, end = opt["layer_start"], opt["layer_end"]
+    if info is None:
+        if start is not None and end is not None and (start < 0) == (end < 0) and start >= end:
+            raise ValueError(f"layer_end: [{start}, {end}) is an empty layer range (end is exclusive)")
+        return None
+    try:
+        s, e = resolve_layer_range(info.n_layers, start, end)
+    except ValueError as exc:
+        raise ValueError(f"layer_end: {exc}") from None
+    return uniform_reach(info, e - s, opt["round_to"])
+
+
 @register("llm-pruner", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
-    kind = settings.get("importance", "taylor")
-    bs = settings.get("batch_size", 4)
+    opt = with_defaults(SETTINGS, settings)
+    kind, bs = opt["importance"], opt["batch_size"]
     layers_all = model.model.layers
     n_layers = len(layers_all)
-    start, end = resolve_layer_range(n_layers, settings.get("layer_start"), settings.get("layer_end"))
+    start, end = resolve_layer_range(n_layers, opt["layer_start"], opt["layer_end"])
     layers = [layers_all[i] for i in range(start, end)]
-    sigs = {layer_signature(l) for l in layers}
-    if len(sigs) != 1:
-        raise ValueError("llm-pruner: the layers to prune do not all have the same widths "
-                         "(the method prunes the same ratio in every layer of a uniform model)")
+    check_uniform(layers, "llm-pruner")
     total = count_params(model)
-    plan = solve_plan(layers[0], len(layers), total, budget.target_params)
+    plan = solve_plan(layers[0], len(layers), total, budget.target_params, round_to=opt["round_to"])
     log.info("llm-pruner: layers [%d, %d), remove %d heads and %d channels per layer (ratio %.3f)",
              start, end, plan["heads_removed"], plan["channels_removed"], plan["ratio"])
 
     loss = None
     if plan["heads_removed"] or plan["channels_removed"]:
         if kind == "taylor":
-            n_ex = settings.get("num_examples", calibration.shape[0])
+            n_ex = opt["num_examples"] or calibration.shape[0]
             params = [m.weight for l in layers for m in l.modules() if isinstance(m, nn.Linear)]
             loss = accumulate_gradients(model, calibration[:n_ex], params, bs)
         example = calibration[:1, : min(8, calibration.shape[1])].to(next(model.parameters()).device)
@@ -395,11 +330,7 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
         {
             "importance": kind,
             "pruned_layers": list(range(start, end)),
-            "ratio": plan["ratio"],
-            "head_ratio": plan["head_ratio"],
-            "channel_ratio": plan["channel_ratio"],
-            "heads_removed_per_layer": plan["heads_removed"],
-            "channels_removed_per_layer": plan["channels_removed"],
+            **plan_report(plan),
             "gqa": "same number of query heads removed from every KV group; KV heads kept"
                    if plan["kv_heads"] != plan["heads"] else None,
             "calibration_loss": loss,

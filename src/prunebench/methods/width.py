@@ -1,10 +1,15 @@
-"""Helpers shared by the width-pruning methods (``llm-pruner``, ``flap``).
+"""Helpers shared by the width-pruning methods (``llm-pruner``, ``flap``, ``wanda-sp``, ``minitron``).
 
-* geometry of a LLaMA decoder layer (heads, KV heads, head dim, GQA group size);
-* parameter counts of the prunable units (a query head, a KV group, an MLP channel);
-* slicing heads / channels out of a layer (new ``nn.Linear`` modules, optional bias on
-  ``o_proj`` / ``down_proj``), keeping eager attention's ``num_key_value_groups`` right;
-* the layer range of a method (defaults given for 32 layers, scaled to any depth).
+* geometry of a decoder layer (heads, KV heads, head dim, GQA group size);
+* parameter counts of the prunable units (a query head, a KV group, an MLP channel),
+  biases included;
+* slicing heads / channels out of a layer (new ``nn.Linear`` modules, their biases
+  sliced with their rows, optional bias on ``o_proj`` / ``down_proj``), keeping eager
+  attention's ``num_key_value_groups`` right;
+* the layer range of a method (defaults given for 32 layers, scaled to any depth);
+* uniform widths: the budget solver (same heads and channels removed in every pruned
+  layer, kept MLP widths multiples of ``round_to``), the heads and channels a layer
+  keeps by their scores, and a calibration pass that hands module inputs to scorers.
 
 Nothing here changes the model config: per-layer widths are read back with
 :func:`prunebench.models.layer_structure` and saved in the manifest's ``structure``.
@@ -215,3 +220,200 @@ def budget_report(budget, params_after: int) -> dict:
         "params_after": params_after,
         "error": params_after / budget.target_params - 1,
     }
+
+
+def plan_report(plan: dict) -> dict:
+    """The report fields of a uniform-width plan (:func:`solve_plan`)."""
+    return {
+        "ratio": plan["ratio"],
+        "head_ratio": plan["head_ratio"],
+        "channel_ratio": plan["channel_ratio"],
+        "heads_removed_per_layer": plan["heads_removed"],
+        "channels_removed_per_layer": plan["channels_removed"],
+        "round_to": plan["round_to"],
+    }
+
+
+def result_report(model, params_before: int, params_after: int, budget, calibration, t0: float) -> dict:
+    """The report fields every width method ends with: widths, counts, budget, cost."""
+    import time
+
+    from ..models import layer_structure
+
+    return {
+        "layers": layer_structure(model)["layers"],
+        "params_before": params_before,
+        "params_after": params_after,
+        "budget": budget_report(budget, params_after),
+        "calibration_tokens": int(calibration.numel()),
+        "prune_seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+# --------------------------------------------------------------------------- uniform widths
+
+def layer_signature(layer) -> tuple:
+    """Shapes (and biases) of a layer's projections: equal for layers of equal widths."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return (
+        tuple((m.in_features, m.out_features, m.bias is not None)
+              for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
+                        mlp.gate_proj, mlp.up_proj, mlp.down_proj)),
+        attn.head_dim,
+    )
+
+
+def check_uniform(layers: list, method: str) -> None:
+    if len({layer_signature(l) for l in layers}) != 1:
+        raise ValueError(f"{method}: the layers to prune do not all have the same widths "
+                         "(the method prunes the same number of heads and channels in every layer of a uniform model)")
+
+
+def head_options(heads: int, kv_heads: int) -> list[int]:
+    """Query heads that may be removed per layer: any count for MHA; for GQA a multiple
+    of the KV-head count (same number from each KV group), always keeping one per group."""
+    if kv_heads == heads:
+        return list(range(heads))
+    group = heads // kv_heads
+    return [k * kv_heads for k in range(group)]
+
+
+def channel_options(inter: int, round_to: int = 1) -> list[int]:
+    """MLP channels that may be removed per layer: the kept width is a positive multiple
+    of ``round_to`` (any width for 1), or the full width (nothing removed)."""
+    return sorted({0} | {inter - k * round_to for k in range(1, inter // round_to + 1)})
+
+
+def nearest_channels(ideal: float, inter: int, round_to: int = 1) -> int:
+    """The allowed channel removal nearest to ``ideal`` (ties: the smaller one)."""
+    if round_to == 1:
+        return min(max(round(ideal), 0), inter - 1)
+    return min(channel_options(inter, round_to), key=lambda c: (abs(c - ideal), c))
+
+
+def solve_plan(layer, n_layers: int, total: int, target: int, tol: float = TOLERANCE, *, round_to: int = 1,
+               method: str = "llm-pruner", hint: str = "widen layer_start/layer_end or lower the budget ratio") -> dict:
+    """Heads and channels to remove in each of ``n_layers`` equal layers so that the model
+    of ``total`` parameters lands near ``target``.
+
+    ``r = (total - target) / (n_layers * layer_params)`` is the uniform ratio; heads are
+    coarse, so the head count whose fraction is nearest to ``r`` (among those that can
+    meet the budget) is taken, then the channel count (kept width a multiple of
+    ``round_to``) that lands closest to the target.  Within ``tol`` or a ValueError that
+    names the reachable range.
+    """
+    attn, mlp = layer.self_attn, layer.mlp
+    g = attn_geometry(attn)
+    inter = mlp.gate_proj.out_features
+    mha = g.kv_heads == g.heads
+    p_head = kv_group_params(attn) if mha else query_head_params(attn)
+    p_chan = mlp_channel_params(mlp)
+    layer_params = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+                       for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
+                                 mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+    remove = total - target
+    ratio = remove / (n_layers * layer_params)
+    candidates = []
+    for a in head_options(g.heads, g.kv_heads):
+        c = nearest_channels((remove / n_layers - a * p_head) / p_chan, inter, round_to)
+        after = total - n_layers * (a * p_head + c * p_chan)
+        candidates.append({"heads_removed": a, "channels_removed": c, "params_after": after,
+                           "error": after / target - 1})
+    ok = [p for p in candidates if abs(p["error"]) <= tol]
+    if not ok:
+        best = min(candidates, key=lambda p: abs(p["error"]))
+        lo = total - n_layers * (max(head_options(g.heads, g.kv_heads)) * p_head
+                                 + max(channel_options(inter, round_to)) * p_chan)
+        aligned = f", MLP widths multiples of {round_to}" if round_to > 1 else ""
+        raise ValueError(
+            f"{method}: cannot reach {target:,} parameters within {tol:.1%} by pruning {n_layers} layers{aligned} "
+            f"(reachable: {lo:,} .. {total:,}; closest {best['params_after']:,}); {hint}"
+        )
+    plan = min(ok, key=lambda p: (abs(p["heads_removed"] / g.heads - ratio), abs(p["error"])))
+    plan.update(
+        ratio=ratio,
+        head_ratio=plan["heads_removed"] / g.heads,
+        channel_ratio=plan["channels_removed"] / inter,
+        heads=g.heads, kv_heads=g.kv_heads, intermediate=inter, round_to=round_to,
+        params_per_head=p_head, params_per_channel=p_chan,
+    )
+    return plan
+
+
+def uniform_reach(info, n_layers: int, round_to: int = 1, **solver) -> "Reach":
+    """What :func:`solve_plan` reaches removing the same heads and channels in ``n_layers``
+    equal layers: from the smallest removal (one channel step, or one head step) to all but
+    one head per KV group and one channel step; inside, :func:`solve_plan` itself says
+    whether the steps land within :data:`TOLERANCE` (``round_to`` makes them coarse)."""
+    from .base import Reach
+
+    mha = info.kv_heads == info.heads
+    p_head = info.kv_group_params if mha else info.query_head_params
+    heads = [a for a in head_options(info.heads, info.kv_heads) if a]
+    chans = [c for c in channel_options(info.intermediate, round_to) if c]
+    most = (max(heads, default=0) * p_head + max(chans, default=0) * info.channel_params) * n_layers
+    least = min([a * p_head for a in heads[:1]] + [c * info.channel_params for c in chans[:1]]) * n_layers
+    check = (lambda t: solve_plan(info.layer, n_layers, info.total, t, round_to=round_to, **solver)) \
+        if info.layer is not None else None
+    return Reach(low=info.total - most, high=info.total - least, tolerance=TOLERANCE, check=check,
+                 unit=f"the same heads and MLP channels in {n_layers} layers"
+                      + (f", MLP widths multiples of {round_to}" if round_to > 1 else ""))
+
+
+def top(scores: torch.Tensor, k: int) -> list[int]:
+    """Indices of the ``k`` highest ``scores``, ascending (ties: the lower index)."""
+    return sorted(int(i) for i in torch.argsort(scores, descending=True, stable=True)[:k])
+
+
+def keep_heads(scores: torch.Tensor, kv_heads: int, n_remove: int) -> tuple[list[int], list[int]]:
+    """Query heads and KV heads kept when ``n_remove`` query heads go, by ``scores``.
+
+    Multi-head attention: the best heads stay, each with its k/v.  Grouped-query
+    attention: every KV group loses ``n_remove / kv_heads`` of its query heads (its
+    lowest-scoring ones) and all KV heads stay, so the layout stays valid GQA.
+    """
+    heads = scores.numel()
+    if kv_heads == heads:
+        keep = top(scores, heads - n_remove)
+        return keep, keep
+    group = heads // kv_heads
+    per = group - n_remove // kv_heads
+    keep = [kv * group + i for kv in range(kv_heads) for i in top(scores[kv * group:(kv + 1) * group], per)]
+    return keep, list(range(kv_heads))
+
+
+def prune_uniform(layer, head_scores: torch.Tensor, channel_scores: torch.Tensor, plan: dict) -> None:
+    """Remove ``plan``'s heads and channels from ``layer``: the lowest-scoring ones."""
+    attn, mlp = layer.self_attn, layer.mlp
+    if plan["heads_removed"]:
+        heads, kv = keep_heads(head_scores, attn_geometry(attn).kv_heads, plan["heads_removed"])
+        prune_attention(attn, kv, heads)
+    if plan["channels_removed"]:
+        prune_mlp(mlp, top(channel_scores, mlp.gate_proj.out_features - plan["channels_removed"]))
+
+
+class _Stop(Exception):
+    """Raised after the module whose output is no longer needed has run."""
+
+
+@torch.no_grad()
+def feed_calibration(model, calibration: torch.Tensor, batch_size: int, inputs: dict, stop_after=None) -> None:
+    """Run the decoder over ``calibration``; ``inputs[module](x)`` sees every batch's input
+    of ``module`` ([batch, seq, features]).  With ``stop_after`` (a module), each batch
+    stops once it has run: the layers after it are not computed."""
+    device = next(model.parameters()).device
+    handles = [m.register_forward_pre_hook(lambda _m, args, fn=fn: fn(args[0].detach())) for m, fn in inputs.items()]
+    if stop_after is not None:
+        def stop(*_):
+            raise _Stop
+
+        handles.append(stop_after.register_forward_hook(stop))
+    try:
+        for start in range(0, calibration.shape[0], batch_size):
+            try:
+                model.model(input_ids=calibration[start:start + batch_size].to(device), use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,153 @@
+"""Helpers shared by the depth-pruning methods (``depth``, ``shortgpt``, ``sleb``, ``angular``).
+
+* parameter count of each block and the number of blocks that meets the budget;
+* removing blocks (layers renumbered, config updated: the checkpoint stays a stock
+  model of its family) and running the model with blocks left out (no copy);
+* the residual stream at every block boundary, from one forward pass over the
+  calibration tokens, handed batch by batch to the scorers that need only hidden
+  states (``shortgpt``, ``angular``);
+* the report every depth method writes;
+* the parameter counts removing whole blocks can reach (:func:`reach`), which every
+  depth method declares.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+import torch
+
+from ..models import count_params, renumber_layers
+from .base import ArchInfo, Budget, Reach
+
+
+def block_params(model) -> list[int]:
+    return [sum(p.numel() for p in layer.parameters()) for layer in model.model.layers]
+
+
+def removable(n_layers: int, keep_first: int, keep_last: int) -> list[int]:
+    """Blocks that may be removed: all but the first ``keep_first`` and last ``keep_last``."""
+    return list(range(keep_first, max(keep_first, n_layers - keep_last)))
+
+
+def reach(info: ArchInfo | None, keep_first: int, keep_last: int) -> Reach | None:
+    """Whole blocks go: from one block removed down to one block left (never zero), among
+    those ``keep_first``/``keep_last`` leave removable; the count closest to the budget is
+    taken, so the result is within half a block of it."""
+    if info is None:
+        return None
+    n = info.n_layers
+    blocks = sorted(info.block_params[i] for i in removable(n, keep_first, keep_last))
+    if not blocks:
+        raise ValueError(f"keep_first: keep_first ({keep_first}) + keep_last ({keep_last}) protect all {n} "
+                         "blocks of the model: no block can be removed")
+    most = min(len(blocks), n - 1)
+    if most == 0:
+        raise ValueError(f"keep_first: the model has {n} block; removing it would leave none")
+    low = info.total - sum(blocks[-most:])
+    return Reach(low=low, high=info.total - blocks[0], tolerance=blocks[-1] / 2 / low,
+                 unit=f"whole blocks of {blocks[-1]:,} parameters, at most {most} of {n}")
+
+
+def solve_num_blocks(total: int, per_block: list[int], candidates: list[int], target: int) -> int:
+    """How many of ``candidates`` (cheapest-to-lose first) to remove to land closest to ``target``."""
+    best_n, best_err = 0, abs(total - target)
+    removed = 0
+    for n, idx in enumerate(candidates, start=1):
+        removed += per_block[idx]
+        err = abs(total - removed - target)
+        if err < best_err:
+            best_n, best_err = n, err
+    return best_n
+
+
+def remove_blocks(model, drop: list[int]) -> None:
+    """Remove blocks ``drop`` in place; renumber layers and update the config."""
+    keep = [i for i in range(len(model.model.layers)) if i not in set(drop)]
+    model.model.layers = torch.nn.ModuleList([model.model.layers[i] for i in keep])
+    renumber_layers(model, keep)
+
+
+class Skip:
+    """Context manager: run the model with block(s) ``drop`` left out (no copy of weights)."""
+
+    def __init__(self, model, drop: int | Iterable[int]):
+        self.model = model
+        self.drop = {drop} if isinstance(drop, int) else set(drop)
+
+    def __enter__(self):
+        m = self.model
+        self.layers, self.n = m.model.layers, m.config.num_hidden_layers
+        m.model.layers = torch.nn.ModuleList([l for j, l in enumerate(self.layers) if j not in self.drop])
+        m.config.num_hidden_layers = len(m.model.layers)
+
+    def __exit__(self, *exc):
+        self.model.model.layers = self.layers
+        self.model.config.num_hidden_layers = self.n
+
+
+# --------------------------------------------------------------------------- hidden states
+
+class HiddenStateScorer(Protocol):
+    def update(self, hidden: list[torch.Tensor]) -> None:
+        """``hidden[i]``: the input of block ``i`` ([batch, seq, hidden]); ``hidden[-1]``
+        the output of the last block."""
+
+
+@torch.no_grad()
+def scan_hidden_states(model, calibration: torch.Tensor, batch_size: int, *scorers: HiddenStateScorer) -> None:
+    """One forward pass of the decoder over ``calibration``; every batch's residual stream
+    at the ``n_layers + 1`` block boundaries goes to each scorer.
+
+    ``output_hidden_states`` gives the embeddings and each block's output, but its last
+    entry has the final norm applied: the last block's raw output is taken from a hook.
+    """
+    device = next(model.parameters()).device
+    last: list[torch.Tensor] = []
+
+    def grab(_mod, _args, out):
+        last.append(out[0] if isinstance(out, tuple) else out)
+
+    handle = model.model.layers[-1].register_forward_hook(grab)
+    try:
+        for start in range(0, calibration.shape[0], batch_size):
+            x = calibration[start:start + batch_size].to(device)
+            out = model.model(input_ids=x, use_cache=False, output_hidden_states=True)
+            hidden = list(out.hidden_states[:-1]) + [last.pop()]
+            for s in scorers:
+                s.update(hidden)
+    finally:
+        handle.remove()
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every token's vectors ([..., hidden] -> [...]), in float64:
+    neighbouring hidden states are nearly parallel, and 1 - cos is what gets ranked."""
+    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-12)
+
+
+# --------------------------------------------------------------------------- report
+
+def removal_report(model, drop: list[int], n_layers: int, total: int, per_block: list[int],
+                   keep_first: int, keep_last: int) -> dict:
+    """Remove ``drop`` and describe it: the fields every depth method reports."""
+    remove_blocks(model, drop)
+    after = count_params(model)
+    return {
+        "protected": {"first": keep_first, "last": keep_last},
+        "removed_blocks": sorted(drop),
+        "kept_blocks": [i for i in range(n_layers) if i not in drop],
+        "num_layers_before": n_layers,
+        "num_layers_after": n_layers - len(drop),
+        "params_before": total,
+        "params_after": after,
+        "params_per_block": per_block,
+    }
+
+
+def remove_lowest(model, scores: list[float], budget: Budget, keep_first: int, keep_last: int) -> dict:
+    """Remove the lowest-scoring removable blocks, as many as land closest to the budget."""
+    n_layers = len(model.model.layers)
+    total, per_block = count_params(model), block_params(model)
+    order = sorted(removable(n_layers, keep_first, keep_last), key=lambda i: scores[i])  # least important first
+    n_remove = solve_num_blocks(total, per_block, order, budget.target_params)
+    return removal_report(model, sorted(order[:n_remove]), n_layers, total, per_block, keep_first, keep_last)
