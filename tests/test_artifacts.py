@@ -68,14 +68,15 @@ def test_reference_and_random_folders(tiny_model, tmp_path):
     torch.testing.assert_close(a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)
 
 
-def _cell(tmp_path, method, batch, latency, status="ok", params=100):
-    rec = {"schema": "x", "model": "m", "method": method, "backend": "hf-eager", "in_len": 12,
+def _cell(tmp_path, method, batch, latency, status="ok", params=100, backend="hf-eager"):
+    rec = {"schema": "x", "model": "m", "method": method, "backend": backend, "in_len": 12,
            "out_len": 16, "batch": batch, "params": params, "num_layers": 4, "latency_s": latency,
            "latency_p10_s": latency, "latency_p90_s": latency,
            "throughput_tok_s": batch * 16 / latency if latency else None, "status": status,
            "device": "cpu", "device_name": "cpu", "dtype": "float32", "weights": "random",
            "versions": {"torch": "t", "transformers": "x"}}
-    p = tmp_path / f"{method}_{batch}.json"
+    p = tmp_path / "bench" / "m" / method / backend / f"in12_out16_bs{batch}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(rec))
     return str(p)
 
@@ -206,9 +207,9 @@ def test_tied_embeddings_roundtrip(tmp_path):
 
 def test_backend_info_column(tmp_path):
     """A compiled cell's backend settings land in benchmark.csv as one JSON string."""
-    p = Path(_cell(tmp_path, "dense", 1, 0.5))
+    p = Path(_cell(tmp_path, "dense", 1, 0.5, backend="compiled"))
     rec = json.loads(p.read_text())
-    rec.update(backend="compiled", backend_info={"inductor": {"coordinate_descent_tuning": True}, "compiled": True})
+    rec.update(backend_info={"inductor": {"coordinate_descent_tuning": True}, "compiled": True})
     p.write_text(json.dumps(rec))
     df = aggregate.bench_table(aggregate.read_cells([str(p), _cell(tmp_path, "depth", 1, 0.4)]), {})
     info = dict(zip(df["method"], df["backend_info"]))

@@ -2,6 +2,7 @@
 rerun mistakes for finished; the rerun completes and loses no finished cell."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,11 +15,11 @@ from workflow_util import ROOT, job_counts, snakemake, tiny_workdir
 pytestmark = pytest.mark.workflow
 
 
-def killed_run(wd, cfg, needle: str) -> int:
+def killed_run(wd, cfg, needle: str, *targets: str) -> int:
     """Run snakemake in its own process group with the fault armed; return its exit status."""
     env = dict(os.environ, PRUNEBENCH_FAULT_INJECT=needle,
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd), *targets,
            "--cores", "1", "--configfile", str(cfg), "--replace-workflow-config"]
     proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900,
                           start_new_session=True)
@@ -79,3 +80,24 @@ def test_corrupt_cell_is_named_by_aggregation(workdir):
     assert proc.returncode != 0
     log = (wd / "results/logs/aggregate.log").read_text() + proc.stdout + proc.stderr
     assert "in4_out5_bs1.json: not valid JSON" in log
+
+
+def test_kill_between_two_outputs_of_one_job_recovers_by_the_readme_recipe(tmp_path):
+    """The node dies after the prune job renamed its model folder's manifest into place and
+    before its report: one output exists, Snakemake marks it incomplete.  The README's
+    recipe -- `snakemake --unlock`, then the same command again -- redoes that job (the
+    profiles say rerun-incomplete) instead of stopping with IncompleteFilesException."""
+    cfg = tiny_workdir(tmp_path)
+    target = "results/prune/tiny/depth-ppl.json"
+    rc = killed_run(tmp_path, cfg, "prune/tiny/depth-ppl.json", target)
+    assert rc != 0
+    manifest = tmp_path / "results/models/tiny/depth-ppl/prunebench.json"
+    assert manifest.exists() and not (tmp_path / target).exists()  # killed between the two
+    snakemake(tmp_path, "--unlock", config=cfg)
+    proc = snakemake(tmp_path, target, "--cores", "1", config=cfg)
+    out = proc.stdout + proc.stderr
+    assert "IncompleteFilesException" not in out
+    assert job_counts(out) == {"prune": 1}  # only the interrupted job is redone
+    report = json.loads((tmp_path / target).read_text())
+    assert report["params_after"] == json.loads(manifest.read_text())["params"]
+    assert "Nothing to be done" in snakemake(tmp_path, target, "-n", "--cores", "1", config=cfg).stdout

@@ -28,7 +28,7 @@ import json
 
 import pandas as pd
 
-from .io import read_json, write_csv
+from .io import cell_identity, check_record, read_json, write_csv
 
 BENCH_COLUMNS = [
     "model", "family", "method", "backend", "params", "num_layers", "in_len", "out_len", "batch",
@@ -48,8 +48,16 @@ QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl",
                    "weights", "removed_blocks"]
 
 
-def read_cells(cell_paths: list[str]) -> list[dict]:
-    return [read_json(p, required=("model", "method", "status", "batch")) for p in cell_paths]
+def read_cells(cell_paths: list[str], expect: dict | None = None) -> list[dict]:
+    """Every cell, checked against its path and ``expect`` (``{field: [config key, value]}``,
+    :func:`prunebench.config.cell_expectations`)."""
+    records = []
+    for p in cell_paths:
+        rec = read_json(p, required=("model", "method", "status", "batch"))
+        check_record(p, rec, {**{f: ("its path", v) for f, v in cell_identity(p).items()},
+                              **{f: (f"config key {key}", v) for f, (key, v) in (expect or {}).items()}})
+        records.append(rec)
+    return records
 
 
 def bench_table(records: list[dict], families: dict[str, str]) -> pd.DataFrame:
@@ -121,8 +129,8 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
 
 
 def run(cells: list[str], ppls: list[str], reports: list[str], bench_out: str, quality_out: str,
-        families: dict[str, str], speedups_out: str | None = None) -> None:
-    records = read_cells(cells)
+        families: dict[str, str], speedups_out: str | None = None, expect: dict | None = None) -> None:
+    records = read_cells(cells, expect)
     write_csv(bench_out, bench_table(records, families))
     if speedups_out:
         write_csv(speedups_out, speedup_table(records, families))

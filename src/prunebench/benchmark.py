@@ -110,9 +110,17 @@ def versions() -> dict:
 
 
 def is_oom(exc: BaseException) -> bool:
+    """An out-of-memory failure: CUDA's, or the host's (``MemoryError``, or the CPU
+    allocator's ``RuntimeError``: "DefaultCPUAllocator: can't allocate memory: ...")."""
+    if isinstance(exc, MemoryError):
+        if not str(exc):  # Python's own has no message; the cell's error field needs one
+            exc.args = ("out of host memory (MemoryError)",)
+        return True
     if isinstance(exc, torch.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in msg for s in ("out of memory", "can't allocate memory", "cannot allocate memory", "defaultcpuallocator"))
 
 
 def check_fits(model, batch: int, in_len: int, out_len: int, device) -> None:

@@ -3,7 +3,7 @@
 Each ``key=value`` becomes a keyword argument of the stage's ``run`` function: values of
 parameters annotated ``str`` (or ``str | None``) are passed as text, all others are parsed as JSON (numbers,
 lists, objects, ``null``).  The Snakemake rules call exactly this, so every step can also be
-run by hand.  Known failures (bad artifact, bad setting) print one line naming the file or
+run by hand.  Known failures (bad artifact, bad setting, a corpus that cannot be built) print one line naming the file or
 the config key and exit with status 1; anything else keeps its traceback.
 """
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     from .config import ConfigError
+    from .corpus import CorpusError
     from .devices import process_age
     from .io import ArtifactError
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         result = mod.run(**kwargs)
-    except (ArtifactError, ConfigError) as exc:
+    except (ArtifactError, ConfigError, CorpusError) as exc:
         print(f"prunebench {stage}: error: {exc}", file=sys.stderr)
         return 1
     logging.getLogger("prunebench").info("%s done in %.1f s", stage, time.perf_counter() - t0)

@@ -1,13 +1,22 @@
 """Config validation: JSON schema (with defaults) plus the checks a schema cannot express.
 
 Every problem is reported as ``config key <dotted.path>: <what is wrong>``, all at once,
-before Snakemake schedules any job.
+before Snakemake schedules any job: the schema's (an integer is an int, not 2.0) and those
+of the checks across keys, which run on every part of the config the schema passed.  Those
+checks: corpus names exist and corpus specs are complete (``files``: every file exists);
+methods are registered and their settings pass the method's schema; model paths are local
+folders or well-formed hub ids; architectures have only keys of their config class and
+build on the meta device (:mod:`prunebench.architecture`); budgets are finite, at least one
+parameter, below the dense model and inside every method's reachable range
+(:func:`prunebench.methods.budget_problem`); benchmark subsets name existing entries.
 
 Start-up cost: the checks across keys need the method registry, the model arithmetic and
 the corpus sources, which import torch (seconds).  With ``stamp_dir`` (the Snakefile passes
 ``.snakemake/prunebench-validated``), a config that passed them is remembered by a hash of
-the config and of this package's code: the next Snakemake run on the same config and code
-checks only the schema (milliseconds) -- a no-op run imports neither torch nor transformers.
+the config and of this package's code, with the size and time of the local files they read
+(corpus files, a local model's config.json): the next Snakemake run on the same config,
+code and files checks only the schema (milliseconds) -- a no-op run imports neither torch
+nor transformers.
 """
 from __future__ import annotations
 
@@ -43,7 +52,9 @@ def _validator(schema: dict):
                     instance[name] = _copy(sub["default"])
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
-    cls = validators.extend(base, {"properties": set_defaults})
+    # an integer is an int: JSON Schema counts 2.0 as one, a batch of 2.0 is refused here
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _c, x: isinstance(x, int) and not isinstance(x, bool))
+    cls = validators.extend(base, {"properties": set_defaults}, type_checker=checker)
     return cls(schema)
 
 
@@ -53,103 +64,195 @@ def _copy(v):
     return copy.deepcopy(v)
 
 
-def schema_errors(config: dict, schema_path: str | os.PathLike = SCHEMA) -> list[str]:
+NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100 characters"
+
+
+def _problems(validator, instance, prefix: tuple = ()) -> list[tuple[tuple, str]]:
+    """``(path, what is wrong)`` for every schema error; a missing or unknown key is reported
+    at its own path (``benchmark.input_lengths``), not at its parent's."""
+    out = []
+    for err in validator.iter_errors(instance):
+        path, inst = prefix + tuple(err.absolute_path), err.instance
+        if err.validator == "required" and isinstance(inst, dict):
+            out += [(path + (k,), "required, missing") for k in err.validator_value if k not in inst]
+        elif err.validator == "additionalProperties" and err.validator_value is False and isinstance(inst, dict):
+            allowed = err.schema.get("properties", {})
+            out += [(path + (k,), f"unknown key; allowed here: {sorted(allowed)}") for k in inst if k not in allowed]
+        elif "propertyNames" in err.schema_path:
+            reserved = "; 'base' is reserved" if path == ("methods",) and inst == "base" else ""
+            out.append((path + (inst,), f"name {inst!r} is not allowed ({NAME_RULE}){reserved}"))
+        else:
+            out.append((path, err.message))
+    return sorted(out, key=lambda t: [str(x) for x in t[0]])
+
+
+def schema_problems(config: dict, schema_path: str | os.PathLike = SCHEMA) -> list[tuple[tuple, str]]:
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = []
-    for err in sorted(_validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
-        errors.append(f"config key {_path(err.absolute_path)}: {err.message}")
-    return errors
+    return _problems(_validator(schema), config)
 
 
-def semantic_errors(config: dict) -> list[str]:
-    """Checks across keys; assumes the schema passed."""
-    from .architecture import architecture_errors
-    from .architecture import estimate_llama_params
-    from .models import resolve_path
+def schema_errors(config: dict, schema_path: str | os.PathLike = SCHEMA) -> list[str]:
+    return [f"config key {_path(p)}: {msg}" for p, msg in schema_problems(config, schema_path)]
 
+
+class _Valid:
+    """Which parts of the config passed the schema: the checks across keys run on those."""
+
+    def __init__(self, bad):
+        self.bad = [tuple(b) for b in bad]
+
+    def __call__(self, *path) -> bool:
+        """No schema problem at ``path``, above it or below it."""
+        return not any(b[:len(path)] == path[:len(b)] for b in self.bad)
+
+
+def _mapping(config: dict, key: str) -> dict:
+    v = config.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]:
+    """Checks across keys, on the parts of the config that passed the schema (``bad``: the
+    paths of schema problems).  ``seen`` collects the local files the checks read."""
+    ok = _Valid(bad)
+    seen = [] if seen is None else seen
     errs: list[str] = []
-    corpora = config["corpora"]
+    corpora = _mapping(config, "corpora")
     for key in ("calibration", "perplexity"):
-        name = config[key]["corpus"]
-        if name not in corpora:
-            errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(corpora)})")
+        if ok(key, "corpus") and isinstance(config.get("corpora"), dict):
+            name = config[key]["corpus"]
+            if name not in corpora:
+                errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(map(str, corpora))})")
 
     from .corpus import CorpusError, check_spec
 
     for name, spec in corpora.items():
-        try:
-            check_spec(spec)
-        except CorpusError as exc:
-            errs.append(f"config key corpora.{name}.{exc}")
+        if ok("corpora", name):
+            try:
+                seen += [str(f) for f in check_spec(spec)]
+            except CorpusError as exc:
+                errs.append(f"config key corpora.{name}.{exc}")
 
-    try:
-        from .methods import REGISTRY, SETTINGS_SCHEMAS
-    except ImportError as exc:  # pragma: no cover
-        errs.append(f"cannot import the method registry: {exc}")
-        REGISTRY, SETTINGS_SCHEMAS = {}, {}
-    for name, spec in config["methods"].items():
+    methods = _method_settings(config, ok, errs)
+    for name, spec in _mapping(config, "models").items():
+        if ok("models", name, "weights"):
+            errs += _model_errors(name, spec, ok, methods, seen)
+
+    bench = _mapping(config, "benchmark")
+    t = bench.get("timing") if ok("benchmark", "timing") else None
+    if isinstance(t, dict):
+        if t["min_runs"] > t["max_runs"]:
+            errs.append(f"config key benchmark.timing.max_runs: {t['max_runs']} is below min_runs ({t['min_runs']})")
+        if t["warmup_runs"] > t["max_warmup_runs"]:
+            errs.append(f"config key benchmark.timing.max_warmup_runs: {t['max_warmup_runs']} is below "
+                        f"warmup_runs ({t['warmup_runs']})")
+    for key in ("methods", "models"):
+        pool = config.get(key)
+        if ok("benchmark", key) and isinstance(pool, dict):
+            for item in bench.get(key) or []:
+                if item not in pool:
+                    errs.append(f"config key benchmark.{key}: {item!r} is not an entry of {key} ({sorted(map(str, pool))})")
+    return list(dict.fromkeys(errs))  # a method's setting refused for several models: once
+
+
+def _method_settings(config: dict, ok, errs: list[str]) -> dict[str, tuple[str, dict]]:
+    """Check every ``methods.<name>``; return ``{name: (algorithm, settings)}`` of the valid ones."""
+    from .methods import REGISTRY, SETTINGS_SCHEMAS, budget_problem
+
+    valid = {}
+    for name, spec in _mapping(config, "methods").items():
+        if not ok("methods", name):
+            continue
         algo = spec["method"]
         if algo not in REGISTRY:
             errs.append(f"config key methods.{name}.method: unknown method {algo!r}; registered: {sorted(REGISTRY)}")
             continue
+        settings = {k: v for k, v in spec.items() if k != "method"}
         sub = SETTINGS_SCHEMAS.get(algo)
-        if sub:
-            for err in _validator(sub).iter_errors({k: v for k, v in spec.items() if k != "method"}):
-                errs.append(f"config key methods.{name}{'.' if err.absolute_path else ''}{_path(err.absolute_path) if err.absolute_path else ''}: {err.message}")
+        problems = _problems(_validator(sub), settings, ("methods", name)) if sub else []
+        errs += [f"config key {_path(p)}: {msg}" for p, msg in problems]
+        if problems:
+            continue
+        try:  # what the settings alone rule out (e.g. an empty layer range)
+            budget_problem(algo, None, settings, None)
+        except ValueError as exc:
+            errs.append(f"config key methods.{name}.{exc}")
+            continue
+        valid[name] = (algo, settings)
+    return valid
 
-    for name, spec in config["models"].items():
-        k = f"models.{name}"
-        w = spec["weights"]
-        if w in ("pretrained", "gguf") and not spec.get("path"):
+
+def _model_errors(name: str, spec: dict, ok, methods: dict, seen: list) -> list[str]:
+    from .architecture import ArchitectureError, dense_info, local_config, path_problem
+    from .models import resolve_path
+
+    k, w, errs = f"models.{name}", spec["weights"], []
+    if ok("models", name, "path"):
+        path = spec.get("path")
+        if w in ("pretrained", "gguf") and not path:
             errs.append(f"config key {k}.path: required for weights {w!r} (hub id or local directory)")
-        if w == "gguf":
+        elif path and w in ("pretrained", "gguf") and path_problem(path):
+            errs.append(f"config key {k}.path: {path_problem(path)}")
+        elif w == "gguf" and ok("models", name, "gguf_file"):
             if not spec.get("gguf_file"):
                 errs.append(f"config key {k}.gguf_file: required for weights 'gguf'")
-            elif spec.get("path"):
-                try:
-                    folder = resolve_path(spec["path"])
-                except FileNotFoundError as exc:
-                    errs.append(f"config key {k}.path: {exc}")
-                else:
-                    if not (Path(folder) / spec["gguf_file"]).is_file():
-                        errs.append(f"config key {k}.gguf_file: {spec['gguf_file']!r} not found in {folder}")
-        if w == "random" and not spec.get("architecture"):
-            local = spec.get("path") and Path(spec["path"]).joinpath("config.json").is_file()
-            if not local:
-                errs.append(f"config key {k}.architecture: weights 'random' needs the architecture (or path to a local folder with config.json)")
-        arch = spec.get("architecture")
-        if arch:
-            errs += architecture_errors(arch, f"{k}.architecture")
-            need = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"]
-            missing = [x for x in need if x not in arch]
-            if missing:
-                errs.append(f"config key {k}.architecture: missing {missing}")
             else:
-                for x in need:
-                    if not isinstance(arch[x], int) or arch[x] < 1:
-                        errs.append(f"config key {k}.architecture.{x}: must be a positive integer, got {arch[x]!r}")
-                if not errs or all(f"{k}.architecture" not in e for e in errs):
-                    dense = estimate_llama_params(arch)
-                    p = spec["budget"].get("params")
-                    if p is not None and p >= dense:
-                        errs.append(f"config key {k}.budget.params: {p:,.0f} is not smaller than the dense model ({dense:,} parameters)")
+                folder = Path(resolve_path(path))
+                if not (folder / spec["gguf_file"]).is_file():
+                    errs.append(f"config key {k}.gguf_file: {spec['gguf_file']!r} not found in {folder}")
+    tok = spec.get("tokenizer") if ok("models", name, "tokenizer") else None
+    if tok and path_problem(tok, what="tokenizer"):
+        errs.append(f"config key {k}.tokenizer: {path_problem(tok, what='tokenizer')}")
+    if not ok("models", name, "architecture") or not ok("models", name, "path"):
+        return errs
+    if w == "random" and not spec.get("architecture") and local_config(spec.get("path")) is None:
+        errs.append(f"config key {k}.architecture: weights 'random' needs the architecture "
+                    "(or path to a local folder with config.json)")
+        return errs
+    try:
+        info = dense_info(spec)
+    except ArchitectureError as exc:
+        return errs + [f"config key {k}.{key}: {msg}" for key, msg in exc.problems]
+    if not spec.get("architecture") and local_config(spec.get("path")):
+        seen.append(str(local_config(spec["path"])))
+    if ok("models", name, "budget"):
+        errs += _budget_errors(k, spec["budget"], info, methods)
+    return errs
 
-    bench = config["benchmark"]
-    t = bench.get("timing") or {}
-    if t.get("min_runs", 1) > t.get("max_runs", t.get("min_runs", 1)):
-        errs.append(f"config key benchmark.timing.max_runs: {t['max_runs']} is below min_runs ({t['min_runs']})")
-    if t.get("warmup_runs", 0) > t.get("max_warmup_runs", t.get("warmup_runs", 0)):
-        errs.append(f"config key benchmark.timing.max_warmup_runs: {t['max_warmup_runs']} is below "
-                    f"warmup_runs ({t['warmup_runs']})")
-    for key, pool in (("methods", config["methods"]), ("models", config["models"])):
-        for item in bench.get(key) or []:
-            if item not in pool:
-                errs.append(f"config key benchmark.{key}: {item!r} is not an entry of {key} ({sorted(pool)})")
+
+def _budget_errors(k: str, budget: dict, info, methods: dict) -> list[str]:
+    """The budget against the dense model (where known) and every method's reachable range."""
+    import math
+
+    from .methods import Budget, budget_problem
+
+    p = budget.get("params")
+    if p is not None and not math.isfinite(p):
+        return [f"config key {k}.budget.params: must be a finite number, got {p!r}"]
+    if p is not None and int(p) < 1:
+        return [f"config key {k}.budget.params: {p!r} rounds to {int(p)} parameters"]
+    if info is None:
+        return []
+    if p is not None and p >= info.total:
+        return [f"config key {k}.budget.params: {p:,.0f} is not smaller than the dense model ({info.total:,} parameters)"]
+    try:
+        target = Budget.from_config(budget, info.total, key=f"{k}.budget").target_params
+    except ValueError as exc:
+        return [str(exc)]
+    errs = []
+    for meth, (algo, settings) in methods.items():
+        try:
+            why = budget_problem(algo, info, settings, target)
+        except ValueError as exc:
+            errs.append(f"config key methods.{meth}.{exc} ({k} has {info.n_layers} layers)")
+            continue
+        if why:
+            errs.append(f"config key {k}.budget: methods.{meth}: {why}")
     return errs
 
 
 def cuda_errors(config: dict) -> list[str]:
-    wants = [k for k in ("benchmark", "pruning", "perplexity") if config.get(k, {}).get("device") == "cuda"]
+    wants = [k for k in ("benchmark", "pruning", "perplexity") if _mapping(config, k).get("device") == "cuda"]
     if not wants:
         return []
     import torch
@@ -173,26 +276,41 @@ def _fingerprint(config: dict) -> str:
     return h.hexdigest()[:32]
 
 
+def _stat(path: str) -> list:
+    st = os.stat(path)
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _stamp_holds(stamp: Path) -> bool:
+    """The stamp exists and the local files the checks read (listed in it) are unchanged."""
+    import json
+
+    try:
+        files = json.loads(stamp.read_text() or "[]")
+        return all(_stat(f[0]) == f for f in files)
+    except (OSError, ValueError, TypeError, IndexError):
+        return False
+
+
 def validate(config: dict, *, check_cuda: bool = True, schema_path=SCHEMA,
              stamp_dir: str | os.PathLike | None = None) -> dict:
-    """Fill defaults into ``config`` (in place) and raise ConfigError listing every problem.
+    """Fill defaults into ``config`` (in place) and raise ConfigError listing every problem:
+    the schema's and those of the checks across keys, run on the parts the schema passed.
 
     ``stamp_dir``: remember a config that passed the cross-key checks (module docstring)."""
-    errs = schema_errors(config, schema_path)
-    stamp = None
-    if not errs and stamp_dir is not None:
-        stamp = Path(stamp_dir) / _fingerprint(config)
-        if stamp.exists():
-            errs = []
-        else:
-            errs = semantic_errors(config)
-            if not errs:
-                stamp.parent.mkdir(parents=True, exist_ok=True)
-                stamp.touch()
-    elif not errs:
-        errs = semantic_errors(config)
-    if not errs and check_cuda:
-        errs = cuda_errors(config)
+    import json
+
+    problems = schema_problems(config, schema_path)
+    errs = [f"config key {_path(p)}: {msg}" for p, msg in problems]
+    stamp = Path(stamp_dir) / _fingerprint(config) if stamp_dir is not None and not errs else None
+    if stamp is None or not _stamp_holds(stamp):
+        seen: list[str] = []
+        errs += semantic_errors(config, [p for p, _ in problems], seen)
+        if stamp is not None and not errs:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps([_stat(f) for f in dict.fromkeys(seen)]))
+    if check_cuda:
+        errs += cuda_errors(config)
     if errs:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errs))
     for name, spec in config["models"].items():
@@ -228,6 +346,27 @@ def cells(config: dict) -> list[dict]:
             bench_models(config), bench_methods(config), b["backends"], b["input_lengths"],
             b["output_lengths"], b["batch_sizes"])
     ]
+
+
+#: cell fields that must equal a config value (field -> dotted config key); aggregation
+#: refuses a cell file that says otherwise (:func:`prunebench.io.check_record`)
+CELL_FIELDS = {
+    "dtype": "benchmark.dtype",
+    "attn_implementation": "benchmark.attn_implementation",
+    "timing": "benchmark.timing",
+}
+
+
+def lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def cell_expectations(config: dict) -> dict:
+    """``{cell field: (config key, value)}`` every cell of this config must record."""
+    return {field: [key, lookup(config, key)] for field, key in CELL_FIELDS.items()}
 
 
 def families(config: dict) -> dict[str, str]:

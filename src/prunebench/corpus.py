@@ -115,6 +115,10 @@ _SOURCE_KEYS = {
 }
 
 
+#: keys whose value is text (or null)
+_TEXT_KEYS = {"description", "version", "dataset", "name", "split", "field", "revision", "group"}
+
+
 class CorpusError(ValueError):
     """The corpus spec is invalid or its source cannot be obtained/read."""
 
@@ -371,13 +375,18 @@ def _fetch_gensim_wheel(version: str, cache_dir: Path) -> Path:
     return final
 
 
+def _min_chars(spec: dict) -> int:
+    m = spec.get("min_chars", WIKI_MIN_CHARS)
+    if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+        raise CorpusError(f"min_chars: expected a non-negative integer, got {m!r}")
+    return m
+
+
 def _gensim_enwiki(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
     import xml.etree.ElementTree as ET
 
     version = str(spec.get("version", GENSIM_VERSION))
-    min_chars = spec.get("min_chars", WIKI_MIN_CHARS)
-    if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
-        raise CorpusError(f"min_chars: expected a non-negative integer, got {min_chars!r}")
+    min_chars = _min_chars(spec)
     wheel = _fetch_gensim_wheel(version, Path(cache_dir))
     docs, n_pages, n_redirects = [], 0, 0
     try:
@@ -490,14 +499,16 @@ def _hf(spec: dict, cache_dir: Path) -> tuple[Iterable[str], str]:
 
 # --------------------------------------------------------------------------- files
 
-def _files(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
-    paths = spec.get("paths")
+def resolve_files(paths) -> list[Path]:
+    """The files a ``files`` spec's ``paths`` names (globs expanded, each once, in order)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not isinstance(paths, (list, tuple)) or not paths:
         raise CorpusError(f"paths: expected a non-empty list of files or glob patterns, got {paths!r}")
     files: list[Path] = []
     for entry in paths:
+        if not isinstance(entry, (str, os.PathLike)) or not os.fspath(entry):
+            raise CorpusError(f"paths: expected file names or glob patterns, got {entry!r}")
         entry = os.fspath(entry)
         if glob.has_magic(entry):
             matches = sorted(glob.glob(entry, recursive=True))
@@ -514,6 +525,11 @@ def _files(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
             p = Path(m).resolve()
             if p not in files:
                 files.append(p)
+    return files
+
+
+def _files(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
+    files = resolve_files(spec.get("paths"))
     docs = []
     for p in files:
         try:
@@ -549,6 +565,9 @@ def _check_spec(spec) -> str:
     max_chars = spec.get("max_chars")
     if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0):
         raise CorpusError(f"max_chars: expected a positive integer, got {max_chars!r}")
+    for key in sorted(set(spec) & _TEXT_KEYS):
+        if spec[key] is not None and not isinstance(spec[key], str):
+            raise CorpusError(f"{key}: expected text, got {spec[key]!r}")
     return source
 
 
@@ -597,13 +616,21 @@ def prepare_corpus(spec: dict, out_text: str | Path, out_meta: str | Path, cache
     return meta
 
 
-def check_spec(spec: dict) -> None:
-    """Raise :class:`CorpusError` if ``spec`` is not a valid corpus entry (no download)."""
+def check_spec(spec: dict) -> list[Path]:
+    """Raise :class:`CorpusError` if ``spec`` is not a valid corpus entry (no download); for
+    ``files``, every file must exist: returns them."""
     source = _check_spec(spec)
-    if source == "files" and not (isinstance(spec.get("paths"), list) and spec["paths"]):
-        raise CorpusError("paths: a non-empty list of files or glob patterns is required for source 'files'")
+    if source == "files":
+        if not (isinstance(spec.get("paths"), list) and spec["paths"]):
+            raise CorpusError("paths: a non-empty list of files or glob patterns is required for source 'files'")
+        return resolve_files(spec["paths"])
     if source == "hf" and not spec.get("dataset"):
         raise CorpusError("dataset: required for source 'hf'")
+    if source == "janeaustenr" and "books" in spec:
+        _select_books(spec["books"])
+    if source == "gensim-enwiki":
+        _min_chars(spec)
+    return []
 
 
 def run(spec: dict, out_text: str, out_meta: str, cache_dir: str) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .config import ConfigError
 from .io import ArtifactError, atomic_path, read_json, write_json
 
 
@@ -58,7 +59,8 @@ def tokenize_corpus(tokenizer, text: str) -> torch.Tensor:
 
 def calibration_windows(stream: torch.Tensor, n: int, seq_len: int, seed: int) -> torch.Tensor:
     if stream.numel() < seq_len + 1:
-        raise ValueError(f"corpus has {stream.numel()} tokens, fewer than calibration.seq_len={seq_len}")
+        raise ConfigError(f"config key calibration.seq_len: the corpus has {stream.numel()} tokens, "
+                          f"fewer than seq_len + 1 = {seq_len + 1}")
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, stream.numel() - seq_len, (n,), generator=g)
     return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
@@ -69,7 +71,8 @@ def eval_windows(stream: torch.Tensor, seq_len: int, max_windows: int | None) ->
     if max_windows:
         n = min(n, max_windows)
     if n == 0:
-        raise ValueError(f"corpus has {stream.numel()} tokens, fewer than perplexity.seq_len={seq_len}")
+        raise ConfigError(f"config key perplexity.seq_len: the corpus has {stream.numel()} tokens, "
+                          f"fewer than seq_len = {seq_len}")
     return stream[: n * seq_len].view(n, seq_len).clone()
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -99,6 +100,39 @@ def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Any:
     if missing:
         raise ArtifactError(f"{path}: missing field(s) {missing}; delete it and rerun")
     return obj
+
+
+#: a benchmark cell's path: ``.../bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json``
+CELL_PATH = re.compile(r"(?:^|/)bench/(?P<model>[^/]+)/(?P<method>[^/]+)/(?P<backend>[^/]+)/"
+                       r"in(?P<in_len>\d+)_out(?P<out_len>\d+)_bs(?P<batch>\d+)\.json$")
+
+
+def cell_identity(path: str | os.PathLike) -> dict:
+    """What a cell file's path says the cell is: model, method, backend, in_len, out_len, batch."""
+    m = CELL_PATH.search(Path(path).as_posix())
+    if m is None:
+        raise ArtifactError(f"{path}: not a cell path (.../bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json)")
+    return {k: int(v) if k in ("in_len", "out_len", "batch") else v for k, v in m.groupdict().items()}
+
+
+def _same(got: Any, want: Any) -> bool:
+    if isinstance(want, dict):  # the fields asked for; a record may hold more
+        return isinstance(got, dict) and all(_same(got.get(k), v) for k, v in want.items())
+    if isinstance(want, bool) or isinstance(got, bool):
+        return type(got) is type(want) and got == want
+    return got == want
+
+
+def check_record(path: str | os.PathLike, rec: Any, expected: dict[str, tuple[str, Any]]) -> None:
+    """Raise ``ArtifactError`` naming ``path`` where a field of ``rec`` differs from its
+    expected value; ``expected``: ``{field: (who says so, value)}``, e.g.
+    ``{"dtype": ("config key benchmark.dtype", "float16")}``."""
+    wrong = [f"{field} is {rec.get(field) if isinstance(rec, dict) else None!r} but {who} is {want!r}"
+             for field, (who, want) in expected.items()
+             if not _same(rec.get(field) if isinstance(rec, dict) else None, want)]
+    if wrong:
+        raise ArtifactError(f"{path}: {'; '.join(wrong)} -- written for another cell or other settings; "
+                            "delete it and rerun")
 
 
 def write_csv(path: str | os.PathLike, frame) -> None:

@@ -13,7 +13,8 @@ import torch
 
 from . import data as data_mod
 from .io import write_json
-from .methods import Budget, get_method
+from .config import ConfigError
+from .methods import Budget, arch_info, budget_problem, get_method, result_problem
 from .devices import resolve_device
 from .models import count_params, load_model, save_model, save_reference, weights_kind
 
@@ -35,10 +36,16 @@ def run(base_dir: str, calibration_path: str, out_dir: str, report_path: str, *,
         torch.manual_seed(seed)
         model = load_model(base_dir, dtype=dtype, device=dev)
         calib, calib_meta = data_mod.load_tokens(calibration_path)
-        budget = Budget.from_config(budget_cfg, count_params(model), key=f"models.{model_name}.budget")
+        key = f"models.{model_name}.budget"
+        budget = Budget.from_config(budget_cfg, count_params(model), key=key)
+        info = arch_info(model)
+        _refuse(key, method_name, lambda: budget_problem(method_spec["method"], info, settings, budget.target_params))
         result = method(model, calib, budget, settings)
         report = result.report
         model = result.model
+        # a result outside the method's tolerance is an error, not a mislabelled model
+        _refuse(key, method_name, lambda: result_problem(method_spec["method"], info, settings,
+                                                         budget.target_params, count_params(model)))
         save_kind = "random" if weights == "random" else "safetensors"
         man = save_model(model, out_dir, model_name=model_name, method=method_name,
                          weights=save_kind, seed=seed)
@@ -54,3 +61,14 @@ def run(base_dir: str, calibration_path: str, out_dir: str, report_path: str, *,
               "seconds": round(time.perf_counter() - t0, 2)}
     write_json(report_path, report)
     return report
+
+
+def _refuse(key: str, method_name: str, problem) -> None:
+    """Raise ConfigError for the budget ``key`` where ``problem()`` names one (settings the
+    model rules out are named by their own key)."""
+    try:
+        why = problem()
+    except ValueError as exc:
+        raise ConfigError(f"config key methods.{method_name}.{exc}") from None
+    if why:
+        raise ConfigError(f"config key {key}: methods.{method_name}: {why}")

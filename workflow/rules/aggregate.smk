@@ -10,6 +10,7 @@ rule aggregate:
         speedups=f"{RESULTS}/tables/speedups.csv",
     params:
         families=J(pbconfig.families(config)),
+        expect=J(pbconfig.cell_expectations(config)),  # what every cell must record
         cells=lambda wc, input: J(list(input.cells)),
         ppl=lambda wc, input: J(list(input.ppl)),
         reports=lambda wc, input: J(list(input.reports)),
@@ -20,5 +21,5 @@ rule aggregate:
     shell:
         "{PY} aggregate cells={params.cells:q} ppls={params.ppl:q} reports={params.reports:q}"
         " bench_out={output.bench:q} quality_out={output.quality:q} speedups_out={output.speedups:q}"
-        " families={params.families:q}"
+        " families={params.families:q} expect={params.expect:q}"
         " > {log:q} 2>&1"

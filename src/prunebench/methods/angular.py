@@ -46,7 +46,7 @@ import torch
 
 from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import block_params, removal_report, scan_hidden_states
+from .blocks import block_params, removal_report, scan_hidden_states, reach
 
 SETTINGS = {
     "type": "object",
@@ -103,7 +103,12 @@ def choose_run(dist: torch.Tensor, per_block: list[int], total: int, target: int
     return best
 
 
-@register("angular", SETTINGS)
+def reachable(info, settings: dict):
+    s = with_defaults(SETTINGS, settings)
+    return reach(info, s["keep_first"], s["keep_last"])
+
+
+@register("angular", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     s = with_defaults(SETTINGS, settings)
     n_layers = len(model.model.layers)

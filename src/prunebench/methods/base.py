@@ -1,4 +1,11 @@
-"""The method interface, the registry and the parameter budget."""
+"""The method interface, the registry, the parameter budget and what a method can reach.
+
+A method declares, with its settings schema, the parameter counts it can produce for an
+architecture: ``reachable(info, settings) -> Reach`` (``info``: :class:`ArchInfo` of the dense
+model).  The config check (before any job, from the architecture built on the meta device)
+and the prune stage (on the loaded model) refuse a budget outside that range, and the prune
+stage refuses a result further from the budget than the method's tolerance.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,8 +35,10 @@ class Budget:
         else:
             target = dense_params
         if not 0 < target <= dense_params:
-            raise ValueError(
-                f"{key}: target of {target:,} parameters is not within (0, {dense_params:,}] "
+            from ..config import ConfigError
+
+            raise ConfigError(
+                f"config key {key}: target of {target:,} parameters is not within (0, {dense_params:,}] "
                 "(the dense model's size)"
             )
         return cls(target_params=target, dense_params=dense_params)
@@ -54,22 +63,121 @@ class Method(Protocol):
     ) -> PrunedModel: ...
 
 
+@dataclass(frozen=True)
+class ArchInfo:
+    """The parameter layout of a dense model, as the methods' ``reachable`` read it.
+
+    Built by :func:`arch_info` from a model (one on the meta device costs nothing)."""
+
+    total: int                    #: all parameters (tied embeddings once)
+    block_params: tuple[int, ...]  #: parameters of each decoder block
+    heads: int                    #: query heads per layer
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    intermediate: int             #: MLP channels per layer
+    query_head_params: int        #: one query head (q rows + o_proj columns)
+    kv_group_params: int          #: one KV group (its query heads, k/v head, o_proj columns)
+    channel_params: int           #: one MLP channel (gate/up rows + down_proj column)
+    o_bias: bool                  #: o_proj already has a bias
+    down_bias: bool
+    #: the first decoder block itself (on the meta device before any job): for solvers
+    #: that plan on a layer's shapes
+    layer: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.block_params)
+
+
+def arch_info(model) -> ArchInfo:
+    from .width import attn_geometry, kv_group_params, mlp_channel_params, query_head_params
+
+    layers = model.model.layers
+    attn, mlp = layers[0].self_attn, layers[0].mlp
+    g = attn_geometry(attn)
+    return ArchInfo(
+        total=sum(p.numel() for p in model.parameters()),
+        block_params=tuple(sum(p.numel() for p in layer.parameters()) for layer in layers),
+        heads=g.heads, kv_heads=g.kv_heads, head_dim=g.head_dim, hidden=g.hidden,
+        intermediate=mlp.gate_proj.out_features, query_head_params=query_head_params(attn),
+        kv_group_params=kv_group_params(attn), channel_params=mlp_channel_params(mlp),
+        o_bias=attn.o_proj.bias is not None, down_bias=mlp.down_proj.bias is not None, layer=layers[0])
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Parameter counts a method can produce: ``low`` .. ``high``; a budget inside lands
+    within ``tolerance`` (relative error of the result against the target).  ``check``
+    (optional): for a target inside, raise ``ValueError`` where the method's steps still
+    cannot land within the tolerance (coarse steps leave gaps)."""
+
+    low: int
+    high: int
+    tolerance: float
+    unit: str = ""  #: what the steps are, for messages ("whole blocks of 34,944")
+    check: Callable[[int], object] | None = field(default=None, compare=False, repr=False)
+
+
+#: ``reachable(info, settings) -> Reach | None``: ``info`` is None where the architecture is
+#: not known before the jobs run (a hub checkpoint): then only the settings are checked.
+#: Invalid settings raise ``ValueError("<settings key>: <what is wrong>")``.
+Reachable = Callable[["ArchInfo | None", dict], "Reach | None"]
+
 REGISTRY: dict[str, Method] = {}
 #: JSON schema of each method's settings (the config entry minus ``method``), checked
 #: with the rest of the config before any job runs.
 SETTINGS_SCHEMAS: dict[str, dict] = {}
+#: each method's reachable range (absent: the method takes no budget, e.g. ``dense``)
+REACHABLE: dict[str, Reachable] = {}
 
 
-def register(name: str, settings_schema: dict | None = None) -> Callable[[Method], Method]:
+def register(name: str, settings_schema: dict | None = None,
+             reachable: Reachable | None = None) -> Callable[[Method], Method]:
     def deco(fn: Method) -> Method:
         if name in REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         REGISTRY[name] = fn
         if settings_schema is not None:
             SETTINGS_SCHEMAS[name] = settings_schema
+        if reachable is not None:
+            REACHABLE[name] = reachable
         return fn
 
     return deco
+
+
+def budget_problem(algo: str, info: ArchInfo | None, settings: dict, target: int | None) -> str | None:
+    """Why ``algo`` with ``settings`` cannot prune to ``target`` parameters (None: it can).
+
+    Raises ``ValueError("<settings key>: ...")`` for settings the architecture rules out."""
+    fn = REACHABLE.get(algo)
+    reach = fn(info, settings) if fn else None
+    if reach is None or target is None:
+        return None
+    if not reach.low <= target <= reach.high:
+        return (f"{target:,} parameters is outside what {algo!r} can reach for this architecture "
+                f"({reach.low:,} .. {reach.high:,} of {info.total:,}{'; ' + reach.unit if reach.unit else ''})")
+    if reach.check is not None:
+        try:
+            reach.check(target)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def result_problem(algo: str, info: ArchInfo, settings: dict, target: int, after: int) -> str | None:
+    """Why a pruned model of ``after`` parameters misses ``target`` by more than the method's
+    tolerance (None: within it)."""
+    fn = REACHABLE.get(algo)
+    reach = fn(info, settings) if fn else None
+    if reach is None:
+        return None
+    error = after / target - 1
+    if abs(error) > reach.tolerance + 1e-12:
+        return (f"{algo!r} produced {after:,} parameters, {error:+.2%} from the target {target:,}: "
+                f"outside its tolerance of {reach.tolerance:.2%}")
+    return None
 
 
 def get_method(name: str) -> Method:

@@ -6,7 +6,9 @@
 * the residual stream at every block boundary, from one forward pass over the
   calibration tokens, handed batch by batch to the scorers that need only hidden
   states (``shortgpt``, ``angular``);
-* the report every depth method writes.
+* the report every depth method writes;
+* the parameter counts removing whole blocks can reach (:func:`reach`), which every
+  depth method declares.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Iterable, Protocol
 import torch
 
 from ..models import count_params, renumber_layers
-from .base import Budget
+from .base import ArchInfo, Budget, Reach
 
 
 def block_params(model) -> list[int]:
@@ -25,6 +27,25 @@ def block_params(model) -> list[int]:
 def removable(n_layers: int, keep_first: int, keep_last: int) -> list[int]:
     """Blocks that may be removed: all but the first ``keep_first`` and last ``keep_last``."""
     return list(range(keep_first, max(keep_first, n_layers - keep_last)))
+
+
+def reach(info: ArchInfo | None, keep_first: int, keep_last: int) -> Reach | None:
+    """Whole blocks go: from one block removed down to one block left (never zero), among
+    those ``keep_first``/``keep_last`` leave removable; the count closest to the budget is
+    taken, so the result is within half a block of it."""
+    if info is None:
+        return None
+    n = info.n_layers
+    blocks = sorted(info.block_params[i] for i in removable(n, keep_first, keep_last))
+    if not blocks:
+        raise ValueError(f"keep_first: keep_first ({keep_first}) + keep_last ({keep_last}) protect all {n} "
+                         "blocks of the model: no block can be removed")
+    most = min(len(blocks), n - 1)
+    if most == 0:
+        raise ValueError(f"keep_first: the model has {n} block; removing it would leave none")
+    low = info.total - sum(blocks[-most:])
+    return Reach(low=low, high=info.total - blocks[0], tolerance=blocks[-1] / 2 / low,
+                 unit=f"whole blocks of {blocks[-1]:,} parameters, at most {most} of {n}")
 
 
 def solve_num_blocks(total: int, per_block: list[int], candidates: list[int], target: int) -> int:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..perplexity import mean_nll
 from .base import Budget, PrunedModel, register
-from .blocks import Skip as _Skip, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
+from .blocks import Skip as _Skip, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
 
 DEFAULT_KEEP = {"ppl": (0, 0), "taylor": (4, 2), "random": (0, 0)}
 
@@ -95,7 +95,13 @@ SETTINGS = {
 }
 
 
-@register("depth", SETTINGS)
+def keep(settings: dict) -> tuple[int, int]:
+    """``keep_first``/``keep_last``: the criterion's defaults unless set."""
+    first, last = DEFAULT_KEEP.get(settings.get("criterion", "ppl"), (0, 0))
+    return settings.get("keep_first", first), settings.get("keep_last", last)
+
+
+@register("depth", SETTINGS, lambda info, settings: reach(info, *keep(settings)))
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     criterion = settings.get("criterion", "ppl")
     if criterion not in DEFAULT_KEEP:

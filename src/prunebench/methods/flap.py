@@ -47,7 +47,7 @@ import time
 import torch
 
 from ..models import count_params
-from .base import Budget, PrunedModel, register, with_defaults
+from .base import Budget, PrunedModel, Reach, register, with_defaults
 from .width import (TOLERANCE, attn_geometry, result_report, head_channels, kv_group_params, mlp_channel_params,
                     prune_attention, prune_mlp, removed_input_bias)
 
@@ -65,6 +65,23 @@ SETTINGS = {
         "round_to": {"type": "integer", "minimum": 1, "default": 1},
     },
 }
+
+
+def reachable(info, settings: dict):
+    """From the smallest MLP unit removed to every layer keeping one attention unit and one
+    MLP unit (``round_to`` channels; bias compensation adds a bias where a module loses
+    channels); within :data:`TOLERANCE` of the budget."""
+    if info is None:
+        return None
+    opt = with_defaults(SETTINGS, settings)
+    bias, round_to, inter = opt["bias_compensation"], opt["round_to"], info.intermediate
+    o_extra = info.hidden if bias and not info.o_bias else 0
+    down_extra = info.hidden if bias and not info.down_bias else 0
+    smallest = inter - round_to * ((inter - 1) // round_to)  # the last chunk of a layer
+    per_layer = (info.kv_heads - 1) * info.kv_group_params + (inter - min(round_to, inter)) * info.channel_params
+    return Reach(low=info.total - info.n_layers * (per_layer - o_extra - down_extra),
+                 high=info.total - smallest * info.channel_params + down_extra, tolerance=TOLERANCE,
+                 unit="attention units and MLP channels, at least one of each per layer")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -259,7 +276,7 @@ def _params_after(model, masks_attn, masks_mlp, scores, bias: bool) -> int:
 
 # --------------------------------------------------------------------------- method
 
-@register("flap", SETTINGS)
+@register("flap", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
     opt = with_defaults(SETTINGS, settings)

@@ -57,7 +57,7 @@ from torch import nn
 from ..models import count_params, layer_structure
 from .base import Budget, PrunedModel, register, with_defaults
 from .width import (attn_geometry, budget_report, check_uniform, plan_report, resolve_layer_range, solve_plan,
-                    sync_attention_attrs)
+                    sync_attention_attrs, uniform_reach)
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,23 @@ def _keep_kv_heads(check, kv_modules):
 
 # --------------------------------------------------------------------------- method
 
-@register("llm-pruner", SETTINGS)
+def reachable(info, settings: dict):
+    """The uniform solver's range over the layer range; an empty range is refused even
+    where the depth is not known yet."""
+    opt = with_defaults(SETTINGS, settings)
+    start, end = opt["layer_start"], opt["layer_end"]
+    if info is None:
+        if start is not None and end is not None and (start < 0) == (end < 0) and start >= end:
+            raise ValueError(f"layer_end: [{start}, {end}) is an empty layer range (end is exclusive)")
+        return None
+    try:
+        s, e = resolve_layer_range(info.n_layers, start, end)
+    except ValueError as exc:
+        raise ValueError(f"layer_end: {exc}") from None
+    return uniform_reach(info, e - s, opt["round_to"])
+
+
+@register("llm-pruner", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
     opt = with_defaults(SETTINGS, settings)

@@ -38,7 +38,7 @@ import torch
 from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
 from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
-                    solve_plan)
+                    solve_plan, uniform_reach)
 
 SETTINGS = {
     "type": "object",
@@ -65,7 +65,14 @@ class ActivationMagnitude:
         return self.sq.sqrt().cpu()
 
 
-@register("minitron", SETTINGS)
+def reachable(info, settings: dict):
+    if info is None:
+        return None
+    return uniform_reach(info, info.n_layers, with_defaults(SETTINGS, settings)["round_to"],
+                         method="minitron", hint="lower the budget ratio or round_to")
+
+
+@register("minitron", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
     opt = with_defaults(SETTINGS, settings)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import cosine, remove_lowest, scan_hidden_states
+from .blocks import cosine, remove_lowest, scan_hidden_states, reach
 
 SETTINGS = {
     "type": "object",
@@ -64,7 +64,12 @@ def block_influence(model, calibration: torch.Tensor, batch_size: int) -> list[f
     return bi.scores
 
 
-@register("shortgpt", SETTINGS)
+def reachable(info, settings: dict):
+    s = with_defaults(SETTINGS, settings)
+    return reach(info, s["keep_first"], s["keep_last"])
+
+
+@register("shortgpt", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     s = with_defaults(SETTINGS, settings)
     scores = block_influence(model, calibration, s["batch_size"])

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..models import count_params
 from ..perplexity import mean_nll
 from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import Skip, block_params, removable, removal_report
+from .blocks import Skip, block_params, removable, removal_report, reach
 
 SETTINGS = {
     "type": "object",
@@ -69,7 +69,12 @@ def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, ke
     return steps
 
 
-@register("sleb", SETTINGS)
+def reachable(info, settings: dict):
+    s = with_defaults(SETTINGS, settings)
+    return reach(info, s["keep_first"], s["keep_last"])
+
+
+@register("sleb", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     s = with_defaults(SETTINGS, settings)
     n_layers = len(model.model.layers)

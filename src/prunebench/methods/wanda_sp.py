@@ -38,7 +38,7 @@ import torch
 from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
 from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
-                    solve_plan)
+                    solve_plan, uniform_reach)
 
 SETTINGS = {
     "type": "object",
@@ -72,7 +72,14 @@ def channel_scores(weight: torch.Tensor, st: InputNorm) -> torch.Tensor:
     return (weight.detach().double().abs() * st.norm.to(weight.device)).mean(0).cpu()
 
 
-@register("wanda-sp", SETTINGS)
+def reachable(info, settings: dict):
+    if info is None:
+        return None
+    return uniform_reach(info, info.n_layers, with_defaults(SETTINGS, settings)["round_to"],
+                         method="wanda-sp", hint="lower the budget ratio or round_to")
+
+
+@register("wanda-sp", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
     opt = with_defaults(SETTINGS, settings)

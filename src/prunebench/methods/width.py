@@ -340,6 +340,26 @@ def solve_plan(layer, n_layers: int, total: int, target: int, tol: float = TOLER
     return plan
 
 
+def uniform_reach(info, n_layers: int, round_to: int = 1, **solver) -> "Reach":
+    """What :func:`solve_plan` reaches removing the same heads and channels in ``n_layers``
+    equal layers: from the smallest removal (one channel step, or one head step) to all but
+    one head per KV group and one channel step; inside, :func:`solve_plan` itself says
+    whether the steps land within :data:`TOLERANCE` (``round_to`` makes them coarse)."""
+    from .base import Reach
+
+    mha = info.kv_heads == info.heads
+    p_head = info.kv_group_params if mha else info.query_head_params
+    heads = [a for a in head_options(info.heads, info.kv_heads) if a]
+    chans = [c for c in channel_options(info.intermediate, round_to) if c]
+    most = (max(heads, default=0) * p_head + max(chans, default=0) * info.channel_params) * n_layers
+    least = min([a * p_head for a in heads[:1]] + [c * info.channel_params for c in chans[:1]]) * n_layers
+    check = (lambda t: solve_plan(info.layer, n_layers, info.total, t, round_to=round_to, **solver)) \
+        if info.layer is not None else None
+    return Reach(low=info.total - most, high=info.total - least, tolerance=TOLERANCE, check=check,
+                 unit=f"the same heads and MLP channels in {n_layers} layers"
+                      + (f", MLP widths multiples of {round_to}" if round_to > 1 else ""))
+
+
 def top(scores: torch.Tensor, k: int) -> list[int]:
     """Indices of the ``k`` highest ``scores``, ascending (ties: the lower index)."""
     return sorted(int(i) for i in torch.argsort(scores, descending=True, stable=True)[:k])
