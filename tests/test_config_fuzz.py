@@ -13,7 +13,7 @@ Two properties, seeded (``PRUNEBENCH_FUZZ_SEED``, default 0), on the config of
   to the end, and its tables have exactly one row per cell of the config.
 
 Defaults keep CI at about two minutes (``PRUNEBENCH_FUZZ_EXAMPLES`` validation examples,
-default 300; ``PRUNEBENCH_FUZZ_RUNS`` pipeline runs, default 3); raise them for a long run.
+default 300; ``PRUNEBENCH_FUZZ_RUNS`` pipeline runs, default 2); raise them for a long run.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from workflow_util import snakemake, tiny_workdir  # noqa: E402
 
 SEED = int(os.environ.get("PRUNEBENCH_FUZZ_SEED", "0"))
 EXAMPLES = int(os.environ.get("PRUNEBENCH_FUZZ_EXAMPLES", "300"))
-RUNS = int(os.environ.get("PRUNEBENCH_FUZZ_RUNS", "3"))
+RUNS = int(os.environ.get("PRUNEBENCH_FUZZ_RUNS", "2"))
 
 #: mappings whose keys are names the user chooses (anything else is closed)
 NAME_MAPS = {("models",), ("methods",), ("corpora",)}
@@ -190,8 +190,12 @@ def _method():
                                 optional={"layer_start": st.integers(-9, 9), "layer_end": st.integers(-9, 9)})
     flap = st.fixed_dictionaries({"method": st.just("flap")},
                                  optional={"metric": st.sampled_from(["wifv", "ifv", "wifn"]),
-                                           "bias_compensation": st.booleans()})
-    return st.one_of(depth, llm, flap)
+                                           "bias_compensation": st.booleans(), "round_to": st.integers(1, 40)})
+    blocks = st.fixed_dictionaries({"method": st.sampled_from(["shortgpt", "sleb", "angular"])},
+                                   optional={"keep_first": st.integers(0, 9), "keep_last": st.integers(0, 9)})
+    uniform = st.fixed_dictionaries({"method": st.sampled_from(["wanda-sp", "minitron"])},
+                                    optional={"round_to": st.integers(1, 40)})
+    return st.one_of(depth, llm, flap, blocks, uniform)
 
 
 @st.composite
@@ -248,12 +252,15 @@ def test_valid_mutants_run_to_completion(baseline, tmp_path_factory, data):
     cfg = copy.deepcopy(base)
     for path in data.draw(st.lists(st.sampled_from(sorted(KNOBS, key=str)), min_size=1, max_size=3, unique=True)):
         _get(cfg, path[:-1])[path[-1]] = data.draw(KNOBS[path])
+        event(f"knob {'.'.join(path)}")
     with contextlib.chdir(wd):
         try:
             filled = pbconfig.validate(copy.deepcopy(cfg), check_cuda=False)
         except pbconfig.ConfigError as exc:
+            event("refused")
             check_refusal(str(exc), [])
             return
+    event("valid")
     cells = check_valid(filled)
     if state["runs"] >= RUNS:
         return

@@ -101,3 +101,18 @@ def test_kill_between_two_outputs_of_one_job_recovers_by_the_readme_recipe(tmp_p
     report = json.loads((tmp_path / target).read_text())
     assert report["params_after"] == json.loads(manifest.read_text())["params"]
     assert "Nothing to be done" in snakemake(tmp_path, target, "-n", "--cores", "1", config=cfg).stdout
+
+
+def test_cell_that_is_not_what_its_path_says_is_named_by_aggregation(workdir):
+    """A cell file copied over another (or left from other settings) is not aggregated into
+    the wrong row: aggregation stops naming the file and the field."""
+    wd, cfg = workdir
+    bench = wd / "results/bench/tiny/depth-ppl/hf-eager"
+    if not (bench / "in4_out5_bs2.json").exists():
+        pytest.skip("needs the run of the first test")
+    (bench / "in4_out5_bs1.json").write_text((bench / "in4_out5_bs2.json").read_text())
+    proc = snakemake(wd, "--cores", "1", config=cfg, check=False)
+    assert proc.returncode != 0
+    log = (wd / "results/logs/aggregate.log").read_text()
+    assert "in4_out5_bs1.json: batch is 2 but its path is 1" in log
+    assert len(log.strip().splitlines()[-1]) < 400 and "Traceback" not in log

@@ -149,17 +149,28 @@ def test_llm_pruner_range_past_the_model_refused(cfg):
     assert "config key methods.llm-pruner.layer_end:" in refused(cfg)
 
 
-@pytest.mark.parametrize("name,settings", [
+RANGE_CASES = [
     ("depth", {"criterion": "random"}),
     ("depth", {"criterion": "random", "keep_first": 2, "keep_last": 1}),
-    ("flap", {}),
-    ("flap", {"bias_compensation": False}),
-    ("llm-pruner", {"importance": "l2"}),
-])
+    ("shortgpt", {}), ("sleb", {"keep_first": 0, "keep_last": 0}), ("angular", {"keep_last": 1}),
+    ("flap", {}), ("flap", {"bias_compensation": False}), ("flap", {"round_to": 8}),
+    ("llm-pruner", {"importance": "l2"}), ("llm-pruner", {"importance": "l2", "layer_start": 0, "layer_end": -1}),
+    ("wanda-sp", {}), ("minitron", {"round_to": 16}),
+]
+
+
+def test_every_method_that_takes_a_budget_declares_its_range():
+    from prunebench.methods import REACHABLE, REGISTRY
+
+    assert set(REGISTRY) - set(REACHABLE) == {"dense"}
+    assert set(REACHABLE) == {name for name, _ in RANGE_CASES}
+
+
+@pytest.mark.parametrize("name,settings", RANGE_CASES, ids=[f"{n}{s}" for n, s in RANGE_CASES])
 @pytest.mark.parametrize("gqa", [False, True], ids=["mha", "gqa"])
 def test_declared_range_is_what_the_method_reaches(name, settings, gqa):
     """At both ends of its declared range every method produces a model within its declared
-    tolerance: the declaration is the method's real range."""
+    tolerance, with at least one block: the declaration is the method's real range."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from prunebench.methods import REACHABLE, Budget, arch_info, get_method
@@ -169,11 +180,16 @@ def test_declared_range_is_what_the_method_reaches(name, settings, gqa):
     a.pop("model_type")
     config = AutoConfig.for_model("llama", **a)
     torch.manual_seed(0)
-    info = arch_info(AutoModelForCausalLM.from_config(config))
+    info = arch_info(AutoModelForCausalLM.from_config(copy.deepcopy(config)))
     reach = REACHABLE[name](info, settings)
     assert 0 < reach.low < reach.high < info.total
     calib = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(1))
     for target in (reach.low, reach.high):
+        if reach.check is not None:
+            try:
+                reach.check(target)
+            except ValueError:
+                continue  # a gap of coarse steps: refused up front, as the method would
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(copy.deepcopy(config)).eval()
         out = get_method(name)(model, calib, Budget(target_params=target, dense_params=info.total), settings).model
@@ -181,6 +197,28 @@ def test_declared_range_is_what_the_method_reaches(name, settings, gqa):
         assert after < info.total, (name, target)
         assert abs(after / target - 1) <= reach.tolerance + 1e-12, (name, target, after, reach)
         assert len(out.model.layers) >= 1
+
+
+def test_gaps_of_coarse_steps_are_refused_up_front(cfg):
+    """round_to makes the uniform solver's steps coarse: a budget between them is refused
+    before any job, with the solver's own message."""
+    from prunebench.architecture import dense_info
+    from prunebench.methods import REACHABLE
+
+    cfg["methods"] = {"m": {"method": "minitron", "round_to": 64}}
+    reach = REACHABLE["minitron"](dense_info(cfg["models"]["tiny"]), {"round_to": 64})
+    bad = [t for t in range(reach.low, reach.high, 500) if _refuses(reach, t)]
+    assert bad, "round_to 64 on 128 channels leaves gaps"
+    cfg["models"]["tiny"]["budget"] = {"params": bad[0]}
+    assert "config key models.tiny.budget: methods.m: minitron: cannot reach" in refused(cfg)
+
+
+def _refuses(reach, target) -> bool:
+    try:
+        reach.check(target)
+    except ValueError:
+        return True
+    return False
 
 
 # --------------------------------------------------------------------------- paths, corpora, types
@@ -403,3 +441,30 @@ def test_host_out_of_memory_is_a_result(tiny_model, tmp_path, monkeypatch, exc):
                         attn_implementation="eager", timing={"min_runs": 1, "max_runs": 1})
     on_disk = json.loads((tmp_path / "c.json").read_text())
     assert rec["status"] == on_disk["status"] == "oom" and on_disk["latency_s"] is None
+
+
+# --------------------------------------------------------------------------- the workflow
+
+@pytest.mark.workflow
+def test_snakemake_refuses_before_any_job_with_every_problem(tmp_path):
+    import yaml
+
+    from workflow_util import snakemake, tiny_workdir
+
+    cfg = tiny_workdir(tmp_path)
+    data = yaml.safe_load(cfg.read_text())
+    data["models"]["tiny"] = {"weights": "random", "budget": {"params": 1},
+                              "architecture": dict(tiny_arch(), num_key_value_head=2)}
+    data["models"]["other"] = {"weights": "pretrained", "path": "/no/such/model", "budget": {"ratio": 0.2}}
+    data["corpora"]["calib"]["paths"] = ["missing.txt"]
+    data["benchmark"]["batch_sizes"] = [2.0]
+    data["benchmark"]["models"] = ["tiny", "tiny"]
+    cfg.write_text(yaml.safe_dump(data))
+    proc = snakemake(tmp_path, "-n", "--cores", "1", config=cfg, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for needle in ("models.tiny.architecture.num_key_value_head", "models.other.path: '/no/such/model' is neither",
+                   "corpora.calib.paths: file not found: 'missing.txt'", "benchmark.batch_sizes[0]: 2.0",
+                   "benchmark.models: ['tiny', 'tiny'] has non-unique elements"):
+        assert needle in out, (needle, out[-3000:])
+    assert not (tmp_path / "results").exists()

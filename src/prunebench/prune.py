@@ -4,6 +4,11 @@ Writes ``results/models/<model>/<method>/`` (format: :mod:`prunebench.models`) a
 report ``results/prune/<model>/<method>.json``: method, settings, budget, parameter counts
 before/after, seconds, and the method's own fields (block scores, removed blocks, per-layer
 widths, ...).
+
+The budget is checked against the range the method declares for the loaded model before
+pruning, and the pruned model against the method's tolerance before anything is written
+(:func:`prunebench.methods.budget_problem`, :func:`~prunebench.methods.result_problem`): a
+miss is a ``ConfigError`` naming ``models.<name>.budget``, not a mislabelled model.
 """
 from __future__ import annotations
 
