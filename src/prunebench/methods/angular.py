@@ -46,7 +46,7 @@ import torch
 
 from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import block_params, removal_report, scan_hidden_states, reach
+from .blocks import block_params, removal_report, scan_hidden_states, keep_reach
 
 SETTINGS = {
     "type": "object",
@@ -103,9 +103,7 @@ def choose_run(dist: torch.Tensor, per_block: list[int], total: int, target: int
     return best
 
 
-def reachable(info, settings: dict):
-    s = with_defaults(SETTINGS, settings)
-    return reach(info, s["keep_first"], s["keep_last"])
+reachable = keep_reach(SETTINGS)
 
 
 @register("angular", SETTINGS, reachable)

@@ -29,6 +29,18 @@ def removable(n_layers: int, keep_first: int, keep_last: int) -> list[int]:
     return list(range(keep_first, max(keep_first, n_layers - keep_last)))
 
 
+def keep_reach(schema: dict):
+    """The ``reachable`` declaration of a whole-block method whose settings (``schema``) have
+    ``keep_first`` / ``keep_last``: :func:`reach` with the settings' values."""
+    from .base import with_defaults
+
+    def reachable(info, settings: dict):
+        s = with_defaults(schema, settings)
+        return reach(info, s["keep_first"], s["keep_last"])
+
+    return reachable
+
+
 def reach(info: ArchInfo | None, keep_first: int, keep_last: int) -> Reach | None:
     """Whole blocks go: from one block removed down to one block left (never zero), among
     those ``keep_first``/``keep_last`` leave removable; the count closest to the budget is

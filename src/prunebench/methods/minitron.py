@@ -38,16 +38,9 @@ import torch
 from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
 from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
-                    solve_plan, uniform_reach)
+                    solve_plan, UNIFORM_SETTINGS, uniform_reachable)
 
-SETTINGS = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
-        "round_to": {"type": "integer", "minimum": 1, "default": 1},
-    },
-}
+SETTINGS = UNIFORM_SETTINGS
 
 
 class ActivationMagnitude:
@@ -65,11 +58,7 @@ class ActivationMagnitude:
         return self.sq.sqrt().cpu()
 
 
-def reachable(info, settings: dict):
-    if info is None:
-        return None
-    return uniform_reach(info, info.n_layers, with_defaults(SETTINGS, settings)["round_to"],
-                         method="minitron", hint="lower the budget ratio or round_to")
+reachable = uniform_reachable(SETTINGS, "minitron")
 
 
 @register("minitron", SETTINGS, reachable)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import cosine, remove_lowest, scan_hidden_states, reach
+from .blocks import cosine, remove_lowest, scan_hidden_states, keep_reach
 
 SETTINGS = {
     "type": "object",
@@ -64,9 +64,7 @@ def block_influence(model, calibration: torch.Tensor, batch_size: int) -> list[f
     return bi.scores
 
 
-def reachable(info, settings: dict):
-    s = with_defaults(SETTINGS, settings)
-    return reach(info, s["keep_first"], s["keep_last"])
+reachable = keep_reach(SETTINGS)
 
 
 @register("shortgpt", SETTINGS, reachable)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..models import count_params
 from ..perplexity import mean_nll
 from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import Skip, block_params, removable, removal_report, reach
+from .blocks import Skip, block_params, removable, removal_report, keep_reach
 
 SETTINGS = {
     "type": "object",
@@ -69,9 +69,7 @@ def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, ke
     return steps
 
 
-def reachable(info, settings: dict):
-    s = with_defaults(SETTINGS, settings)
-    return reach(info, s["keep_first"], s["keep_last"])
+reachable = keep_reach(SETTINGS)
 
 
 @register("sleb", SETTINGS, reachable)

@@ -38,16 +38,9 @@ import torch
 from ..models import count_params
 from .base import Budget, PrunedModel, register, with_defaults
 from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
-                    solve_plan, uniform_reach)
+                    solve_plan, UNIFORM_SETTINGS, uniform_reachable)
 
-SETTINGS = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
-        "round_to": {"type": "integer", "minimum": 1, "default": 1},
-    },
-}
+SETTINGS = UNIFORM_SETTINGS
 
 
 class InputNorm:
@@ -72,11 +65,7 @@ def channel_scores(weight: torch.Tensor, st: InputNorm) -> torch.Tensor:
     return (weight.detach().double().abs() * st.norm.to(weight.device)).mean(0).cpu()
 
 
-def reachable(info, settings: dict):
-    if info is None:
-        return None
-    return uniform_reach(info, info.n_layers, with_defaults(SETTINGS, settings)["round_to"],
-                         method="wanda-sp", hint="lower the budget ratio or round_to")
+reachable = uniform_reachable(SETTINGS, "wanda-sp")
 
 
 @register("wanda-sp", SETTINGS, reachable)

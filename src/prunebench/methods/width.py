@@ -340,6 +340,30 @@ def solve_plan(layer, n_layers: int, total: int, target: int, tol: float = TOLER
     return plan
 
 
+#: settings of the uniform-width methods that take only these (minitron, wanda-sp)
+UNIFORM_SETTINGS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
+        "round_to": {"type": "integer", "minimum": 1, "default": 1},
+    },
+}
+
+
+def uniform_reachable(schema: dict, method: str):
+    """The ``reachable`` declaration of a method pruning every layer to one width."""
+    from .base import with_defaults
+
+    def reachable(info, settings: dict):
+        if info is None:
+            return None
+        return uniform_reach(info, info.n_layers, with_defaults(schema, settings)["round_to"],
+                             method=method, hint="lower the budget ratio or round_to")
+
+    return reachable
+
+
 def uniform_reach(info, n_layers: int, round_to: int = 1, **solver) -> "Reach":
     """What :func:`solve_plan` reaches removing the same heads and channels in ``n_layers``
     equal layers: from the smallest removal (one channel step, or one head step) to all but
