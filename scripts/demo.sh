@@ -8,4 +8,10 @@ bash scripts/install.sh
     --replace-workflow-config "$@"
 echo
 echo "== results/tables/quality.csv =="; cat results/tables/quality.csv
-echo "== figure: results/figures/throughput_latency.png =="
+echo
+echo "== what the demo made =="
+for f in results/tables/benchmark.csv results/tables/quality.csv results/tables/speedups.csv \
+         results/figures/throughput_latency.png results/figures/throughput_latency.pdf; do
+    if [ -f "$f" ]; then echo "  $PWD/$f"; else echo "  $PWD/$f (missing)"; fi
+done
+echo "  results/ takes $(du -sh results | cut -f1) (model folders: results/models/)"

