@@ -468,3 +468,23 @@ def test_snakemake_refuses_before_any_job_with_every_problem(tmp_path):
                    "benchmark.models: ['tiny', 'tiny'] has non-unique elements"):
         assert needle in out, (needle, out[-3000:])
     assert not (tmp_path / "results").exists()
+
+
+def test_tokenizer_larger_than_the_vocabulary_refused(tmp_path, monkeypatch):
+    """A random-weights model fed by a tokenizer with more tokens than its embedding has rows
+    would fail in the first job that runs it; it is refused up front."""
+    from conftest import make_text, train_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    train_tokenizer(make_text(20), 300, tmp_path / "tok")
+    (tmp_path / "c.txt").write_text(make_text(5))
+    cfg = {"models": {"m": {"weights": "random", "tokenizer": "tok", "budget": {"ratio": 0.25},
+                            "architecture": dict(tiny_arch(), vocab_size=120)}},
+           "methods": {"dense": {"method": "dense"}},
+           "corpora": {"c": {"source": "files", "paths": ["c.txt"]}},
+           "calibration": {"corpus": "c"}, "perplexity": {"corpus": "c"},
+           "benchmark": {"input_lengths": [4], "output_lengths": [4], "batch_sizes": [1]}}
+    msg = refused(copy.deepcopy(cfg))
+    assert "config key models.m.tokenizer: its" in msg and "vocab_size (120)" in msg
+    cfg["models"]["m"]["architecture"]["vocab_size"] = 400
+    pbconfig.validate(cfg, check_cuda=False)

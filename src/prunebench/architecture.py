@@ -272,3 +272,22 @@ def path_problem(path: str, *, what: str = "model") -> str | None:
         return None
     return (f"{path!r} is neither a local folder (none at {os.path.abspath(path)!r}) "
             "nor a hub id of the form 'name' or 'namespace/name'")
+
+
+def tokenizer_problem(path: str, vocab: int) -> str | None:
+    """Why the tokenizer at ``path`` (a local folder) cannot feed a model of ``vocab``
+    token ids; None where it can, or where the tokenizer is not local (a hub id)."""
+    from .models import resolve_path
+
+    folder = resolve_path(path)
+    if not os.path.isdir(folder):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        n = len(AutoTokenizer.from_pretrained(folder))
+    except Exception as exc:  # noqa: BLE001
+        return f"{folder!r} cannot be loaded as a tokenizer: {_first_line(exc)}"
+    if n > vocab:
+        return f"its {n:,} tokens do not fit the model's vocab_size ({vocab:,}): token ids would index past the embedding"
+    return None

@@ -183,7 +183,7 @@ def _method_settings(config: dict, ok, errs: list[str]) -> dict[str, tuple[str, 
 
 
 def _model_errors(name: str, spec: dict, ok, methods: dict, seen: list) -> list[str]:
-    from .architecture import ArchitectureError, dense_info, local_config, path_problem
+    from .architecture import ArchitectureError, dense_info, local_config, path_problem, tokenizer_problem
     from .models import resolve_path
 
     k, w, errs = f"models.{name}", spec["weights"], []
@@ -215,6 +215,8 @@ def _model_errors(name: str, spec: dict, ok, methods: dict, seen: list) -> list[
         return errs + [f"config key {k}.{key}: {msg}" for key, msg in exc.problems]
     if not spec.get("architecture") and local_config(spec.get("path")):
         seen.append(str(local_config(spec["path"])))
+    if tok and info is not None and not path_problem(tok, what="tokenizer"):
+        errs += [f"config key {k}.tokenizer: {why}" for why in [tokenizer_problem(tok, info.vocab)] if why]
     if ok("models", name, "budget"):
         errs += _budget_errors(k, spec["budget"], info, methods)
     return errs

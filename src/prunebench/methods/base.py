@@ -81,6 +81,7 @@ class ArchInfo:
     channel_params: int           #: one MLP channel (gate/up rows + down_proj column)
     o_bias: bool                  #: o_proj already has a bias
     down_bias: bool
+    vocab: int = 0                #: rows of the input embedding (token ids must be below it)
     #: the first decoder block itself (on the meta device before any job): for solvers
     #: that plan on a layer's shapes
     layer: object = field(default=None, compare=False, repr=False)
@@ -102,7 +103,8 @@ def arch_info(model) -> ArchInfo:
         heads=g.heads, kv_heads=g.kv_heads, head_dim=g.head_dim, hidden=g.hidden,
         intermediate=mlp.gate_proj.out_features, query_head_params=query_head_params(attn),
         kv_group_params=kv_group_params(attn), channel_params=mlp_channel_params(mlp),
-        o_bias=attn.o_proj.bias is not None, down_bias=mlp.down_proj.bias is not None, layer=layers[0])
+        o_bias=attn.o_proj.bias is not None, down_bias=mlp.down_proj.bias is not None,
+        vocab=model.model.embed_tokens.num_embeddings, layer=layers[0])
 
 
 @dataclass(frozen=True)
