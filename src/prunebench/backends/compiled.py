@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from .. import gemv as gemv_mod
 from ..devices import sync
+from .layers import Layer, eos_ids, rms_norm
 
 
 @contextlib.contextmanager
@@ -44,113 +45,6 @@ def _no_grad():
     with torch.inference_mode(False), torch.no_grad():
         yield
 
-
-
-def _eos_ids(model) -> list[int]:
-    """Token ids that ``generate(min_new_tokens=n)`` forbids for all n new tokens."""
-    gc = getattr(model, "generation_config", None)
-    eos = getattr(gc, "eos_token_id", None) if gc is not None else None
-    if eos is None:
-        eos = getattr(model.config, "eos_token_id", None)
-    if eos is None:
-        return []
-    ids = [eos] if isinstance(eos, int) else list(eos)
-    return sorted({int(i) for i in ids if 0 <= int(i) < model.config.vocab_size})
-
-
-#: RMSNorm classes whose forward is exactly :func:`_rms_norm` (weight x normalised, fp32 inside)
-RMS_NORMS = frozenset({"LlamaRMSNorm", "Qwen2RMSNorm", "MistralRMSNorm"})
-#: activation classes that are SiLU
-SILU = frozenset({"SiLU", "SiLUActivation"})
-
-
-def _rms_norm(x, w, eps: float):
-    """``LlamaRMSNorm.forward`` (and Qwen2's, Mistral's: the same code)."""
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return w * h.to(x.dtype)
-
-
-class _Layer:
-    """One decoder layer as plain tensors and numbers (widths differ per layer after width pruning).
-
-    ``tensors`` and ``spec`` are what :meth:`CompiledBackend._layer` takes: layers of equal
-    shapes and ``spec`` share one compiled graph (regional compilation)."""
-
-    def __init__(self, layer, fuse: bool):
-        attn, mlp = layer.self_attn, layer.mlp
-        for name in ("q_norm", "k_norm", "sinks"):
-            if getattr(attn, name, None) is not None:
-                raise NotImplementedError(f"compiled backend: attention with {name} is not supported")
-        ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
-        for ln in (ln1, ln2):
-            if type(ln).__name__ not in RMS_NORMS:
-                raise NotImplementedError(f"compiled backend: norm {type(ln).__name__} is not supported "
-                                          f"(supported: {sorted(RMS_NORMS)})")
-        if type(mlp.act_fn).__name__ not in SILU:
-            raise NotImplementedError(f"compiled backend: activation {type(mlp.act_fn).__name__} is not supported (SiLU)")
-        self.attn, self.mlp = attn, mlp
-        self.hd = attn.head_dim
-        self.heads = attn.q_proj.out_features // self.hd
-        self.kv_heads = attn.k_proj.out_features // self.hd
-        if self.heads % self.kv_heads:
-            raise ValueError(f"layer {attn.layer_idx}: {self.heads} heads not divisible by {self.kv_heads} KV heads")
-        self.n_rep = self.heads // self.kv_heads
-        self.scaling = attn.scaling
-        self.qkv = _fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj]) if fuse else None
-        self.gate_up = _fuse_linears([mlp.gate_proj, mlp.up_proj]) if fuse else None
-
-        def lins(fused, mods):
-            if fused is not None:
-                return ((fused[0], fused[1]),), tuple(fused[2])
-            return tuple((m.weight, m.bias) for m in mods), None
-
-        qkv, qkv_sizes = lins(self.qkv, (attn.q_proj, attn.k_proj, attn.v_proj))
-        gu, gu_sizes = lins(self.gate_up, (mlp.gate_proj, mlp.up_proj))
-        o, d = attn.o_proj, mlp.down_proj
-        self.tensors = (ln1.weight, ln2.weight, qkv, (o.weight, o.bias), gu, (d.weight, d.bias))
-        self.spec = (self.heads, self.kv_heads, self.hd, self.n_rep, float(self.scaling),
-                     float(ln1.variance_epsilon), float(ln2.variance_epsilon), qkv_sizes, gu_sizes)
-
-    def signature(self) -> tuple:
-        """Equal for layers that can share one compiled graph."""
-        def shapes(t):
-            if isinstance(t, tuple):
-                return tuple(shapes(x) for x in t)
-            return None if t is None else tuple(t.shape)
-        return shapes(self.tensors), self.spec
-
-
-def _fuse_linears(linears: list[torch.nn.Linear]):
-    """One weight (and bias) for linears sharing an input; the linears' parameters become views of it.
-
-    Returns ``(weight, bias, sizes)`` or ``None`` (mixed biases).  Memory: one extra copy of
-    these linears at a time, freed as the old parameters are dropped.  Idempotent.
-    """
-    has_bias = [l.bias is not None for l in linears]
-    if any(has_bias) and not all(has_bias):
-        return None
-    sizes = [l.out_features for l in linears]
-    done = getattr(linears[0], "_prunebench_fused", None)
-    if done is not None:  # fused by an earlier prepare; still valid if the parameters are untouched
-        w, b, old_sizes = done
-        ptrs, start = [], 0
-        for n in old_sizes:
-            ptrs.append(w[start:start + n].data_ptr())
-            start += n
-        if old_sizes == sizes and [l.weight.data_ptr() for l in linears] == ptrs:
-            return done
-    with torch.no_grad():
-        w = torch.cat([l.weight.detach() for l in linears])
-        b = torch.cat([l.bias.detach() for l in linears]) if all(has_bias) else None
-        start = 0
-        for l, n in zip(linears, sizes):
-            l.weight = torch.nn.Parameter(w[start:start + n], requires_grad=False)
-            if b is not None:
-                l.bias = torch.nn.Parameter(b[start:start + n], requires_grad=False)
-            start += n
-    linears[0]._prunebench_fused = (w, b, sizes)
-    return w, b, sizes
 
 
 class CompiledBackend:
@@ -242,7 +136,7 @@ class CompiledBackend:
             raise NotImplementedError(f"compiled backend: rope_type {rope_type!r} recomputes frequencies per call")
         self.rope = sys.modules[type(inner.layers[0].self_attn).__module__].apply_rotary_pos_emb
         with _no_grad():
-            self.layers = [_Layer(layer, self.fuse) for layer in inner.layers]
+            self.layers = [Layer(layer, self.fuse) for layer in inner.layers]
             kw = dict(device=dev, dtype=dtype)
             self.k = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
             self.v = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
@@ -253,7 +147,7 @@ class CompiledBackend:
             self.gen = torch.zeros(batch, out_len + 1, dtype=torch.long, device=dev)
             self.prefill_pos = torch.arange(in_len, device=dev).unsqueeze(0)
             self.arange_L = torch.arange(L, device=dev)
-            eos = _eos_ids(model)
+            eos = eos_ids(model)
             self.eos = torch.tensor(eos, dtype=torch.long, device=dev) if eos else None
             self.neg_min = torch.finfo(dtype).min
             self.gemv_plan, gemv_info = {}, {}
@@ -386,7 +280,7 @@ class CompiledBackend:
         heads, kv_heads, hd, n_rep, scaling, eps1, eps2, qkv_sizes, gu_sizes = spec
         ln1_w, ln2_w, qkv, (o_w, o_b), gu, (d_w, d_b) = tensors
         B, T, _ = x.shape
-        h = _rms_norm(x, ln1_w, eps1)
+        h = rms_norm(x, ln1_w, eps1)
         if qkv_sizes is not None:
             q, k, v = self._linear(h, *qkv[0]).split(qkv_sizes, dim=-1)
         else:
@@ -404,7 +298,7 @@ class CompiledBackend:
             vc[:, :, :T].copy_(v)
             o = self._attend_prefill(heads, hd, n_rep, scaling, q, k, v)
         x = x + self._linear(o, o_w, o_b)
-        h = _rms_norm(x, ln2_w, eps2)
+        h = rms_norm(x, ln2_w, eps2)
         if gu_sizes is not None:
             g, u = self._linear(h, *gu[0]).split(gu_sizes, dim=-1)
         else:
