@@ -72,7 +72,7 @@ class CompiledBackend:
     ``inductor``     ``torch._inductor.config`` values set while compiling; ``None`` =
                      :data:`DEFAULT_INDUCTOR` on CUDA (coordinate-descent tuning of the
                      generated kernels: slower to compile, faster kernels), ``{}`` on CPU;
-    ``dynamic_widths`` (``None`` = automatic: on where the layers differ in width and the
+    ``dynamic_widths`` (``None`` = automatic: on where the layers have 3 or more shapes and the
                      batch-1 GEMV plan, which is chosen per weight shape, is not in use) compile
                      the decoder layer with dynamic shapes, so that layers of different widths
                      (width pruning with per-layer widths, e.g. FLAP) share one graph instead of
@@ -174,7 +174,9 @@ class CompiledBackend:
             regions = len({l.signature() for l in self.layers})
             dynamic = self.dynamic_widths
             if dynamic is None:
-                dynamic = regions > 1 and not self.gemv_plan
+                # two graphs at best (the first layer's static one, then the symbolic one):
+                # worth it from three distinct layer shapes on
+                dynamic = regions > 2 and not self.gemv_plan
             dynamic = bool(use_compile and dynamic)
             graphs_before = self._graph_count()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
