@@ -30,7 +30,7 @@ if [ -f "$STATE" ]; then
     carried=$(tar -xzOf "$STATE" results/.slice 2>/dev/null || echo 0)
     if (( carried >= here )) && (( carried > 0 || here == 0 )); then
         tar -xzf "$STATE"
-        echo "resumed slice $carried: $(find results/bench -name '*.json' 2>/dev/null | wc -l) cells already there"
+        echo "resumed slice $carried: $(find results/*/bench -name '*.json' 2>/dev/null | wc -l) cells already there"
     else
         echo "warm machine: keeping its slice $here (carried state is slice $carried)"
     fi
@@ -38,7 +38,7 @@ fi
 pack() {
     [ -n "${PACK_TO:-}" ] || return 0
     mkdir -p results && echo $(( $(cat results/.slice 2>/dev/null || echo 0) + 1 )) > results/.slice
-    mkdir -p "$PACK_TO" && tar -czf "$PACK_TO/run-state.tar.gz" --exclude='results/models/*/*/model.safetensors' \
+    mkdir -p "$PACK_TO" && tar -czf "$PACK_TO/run-state.tar.gz" --exclude='results/*/models/*/*/model.safetensors' \
         --exclude='results/cache' results .snakemake/metadata .snakemake/incomplete 2>/dev/null
     ls -la "$PACK_TO"
 }
