@@ -4,7 +4,8 @@
 #   STATE=run-state.tar.gz TIME_LIMIT=540 PACK_TO=outdir scripts/device_run.sh <snakemake args...>
 #   (on a machine of N GPUs: add --cores N --resources gpu=N; each cell takes its own GPU)
 #
-# 1. installs the wheels of .whl/ (scripts/device_wheels.sh) into /tmp/site;
+# 1. installs the wheels of .whl/ (made by `prunebench bundle --target-freeze <its pip freeze>`)
+#    into /tmp/site;
 # 2. unpacks $STATE (default run-state.tar.gz: results/ and .snakemake/ metadata of the last
 #    run, mtimes kept) so Snakemake resumes where the last run stopped -- unless this node's
 #    results/ already come from a later run (results/.slice, a counter);

@@ -35,6 +35,8 @@ NOT_RUN = {
     "prunebench.tools.selfcheck": "GPU only",
     "scripts/backend_variants.sh": "GPU only",
     "prunebench.tools.gemv_bench": "GPU only",
+    "# on the node": "runs on an offline GPU node",
+    "prunebench bundle": "downloads wheels from PyPI (tests/test_cli_bundle.py, marked network)",
 }
 #: commands on an experiment of paper scale: run as dry runs
 PAPER_SCALE = re.compile(r"prunebench (run|report) paper\b|prunebench cell results/paper")
