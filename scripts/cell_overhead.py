@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a slice of cells cost besides timing: start-up, load, compile + capture, per cell.
 
-    python scripts/cell_overhead.py results/bench/llama-7b --backend compiled
+    python scripts/cell_overhead.py results/paper/bench/llama-7b --backend compiled
 
 For every cell file under the folders given (in the order the cells finished): the process's
 start-up and imports (``process_s``), the weights' load (``load_s``), the backend's preparation

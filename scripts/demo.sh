@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The offline demo: install, then the whole pipeline on SmolLM2-135M on this CPU.
 #   bash scripts/demo.sh [extra snakemake args]
+#   CORES=N     cores for Snakemake (default 2)
+#   INSTALL=0   use .venv as it is (no pip, no network)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
-.venv/bin/snakemake --cores "${CORES:-2}" --configfile workflow/presets/demo.yaml \
-    --replace-workflow-config "$@"
+[ "${INSTALL:-1}" = 0 ] || bash scripts/install.sh
+.venv/bin/prunebench run demo --cores "${CORES:-2}" "$@"
+out=results/demo  # the preset's experiment
 echo
-echo "== results/tables/quality.csv =="; cat results/tables/quality.csv
+echo "== $out/tables/quality.csv =="; cat "$out/tables/quality.csv"
 echo
+echo "$out/ takes $(du -sh "$out" | cut -f1) (model folders: $out/models/)"
 echo "== what the demo made =="
-for f in results/tables/benchmark.csv results/tables/quality.csv results/tables/speedups.csv \
-         results/figures/throughput_latency.png results/figures/throughput_latency.pdf; do
-    if [ -f "$f" ]; then echo "  $PWD/$f"; else echo "  $PWD/$f (missing)"; fi
+for f in tables/benchmark.csv tables/quality.csv tables/speedups.csv \
+         figures/throughput_latency.png figures/throughput_latency.pdf; do
+    if [ -f "$out/$f" ]; then echo "  $PWD/$out/$f"; else echo "  $PWD/$out/$f (missing)"; fi
 done
-echo "  results/ takes $(du -sh results | cut -f1) (model folders: results/models/)"

@@ -4,8 +4,8 @@
 #   STATE=run-state.tar.gz TIME_LIMIT=540 PACK_TO=outdir scripts/device_run.sh <snakemake args...>
 #   (on a machine of N GPUs: add --cores N --resources gpu=N; each cell takes its own GPU)
 #
-# 1. installs the wheels of .whl/ into /tmp/site (made where PyPI is reachable, from the node's
-#    `pip freeze`: python -m prunebench.tools.bundle --target-freeze node-freeze.txt);
+# 1. installs the wheels of .whl/ (made by `prunebench bundle --target-freeze <its pip freeze>`)
+#    into /tmp/site;
 # 2. unpacks $STATE (default run-state.tar.gz: results/ and .snakemake/ metadata of the last
 #    run, mtimes kept) so Snakemake resumes where the last run stopped -- unless this node's
 #    results/ already come from a later run (results/.slice, a counter);
@@ -31,7 +31,7 @@ if [ -f "$STATE" ]; then
     carried=$(tar -xzOf "$STATE" results/.slice 2>/dev/null || echo 0)
     if (( carried >= here )) && (( carried > 0 || here == 0 )); then
         tar -xzf "$STATE"
-        echo "resumed slice $carried: $(find results/bench -name '*.json' 2>/dev/null | wc -l) cells already there"
+        echo "resumed slice $carried: $(find results/*/bench -name '*.json' 2>/dev/null | wc -l) cells already there"
     else
         echo "warm machine: keeping its slice $here (carried state is slice $carried)"
     fi
@@ -39,7 +39,7 @@ fi
 pack() {
     [ -n "${PACK_TO:-}" ] || return 0
     mkdir -p results && echo $(( $(cat results/.slice 2>/dev/null || echo 0) + 1 )) > results/.slice
-    mkdir -p "$PACK_TO" && tar -czf "$PACK_TO/run-state.tar.gz" --exclude='results/models/*/*/model.safetensors' \
+    mkdir -p "$PACK_TO" && tar -czf "$PACK_TO/run-state.tar.gz" --exclude='results/*/models/*/*/model.safetensors' \
         --exclude='results/cache' results .snakemake/metadata .snakemake/incomplete 2>/dev/null
     ls -la "$PACK_TO"
 }

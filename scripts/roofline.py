@@ -18,8 +18,8 @@ The model is built on the meta device (no weights loaded), from one of
     --arch '{"hidden_size": 4096, ...}'     (a LLaMA config as JSON).
 
 Examples:
-    scripts/roofline.py results/models/llama-7b/dense --out-len 128 --latency 0.55
-    scripts/roofline.py --config config.yaml --model llama-7b --cell results/bench/llama-7b/dense/compiled/in12_out128_bs1.json
+    scripts/roofline.py results/paper/models/llama-7b/dense --out-len 128 --latency 0.55
+    scripts/roofline.py --config config.yaml --model llama-7b --cell results/paper/bench/llama-7b/dense/compiled/in12_out128_bs1.json
     scripts/roofline.py --config config.yaml --model llama-7b --bandwidth-gbs 3000   # no GPU needed
 """
 from __future__ import annotations

@@ -125,3 +125,22 @@ def test_all_errors_reported_together():
     with pytest.raises(pbconfig.ConfigError) as exc:
         pbconfig.validate(cfg, check_cuda=False)
     assert "benchmark.batch_sizes[0]" in str(exc.value) and "benchmark.dtype" in str(exc.value)
+
+
+def test_every_config_names_its_own_experiment():
+    """config.yaml is the experiment 'paper'; each preset is its own, named like its file
+    (prunebench run <name>), so no two write the same results/<experiment>/."""
+    assert paper()["experiment"] == "paper"
+    for preset in (ROOT / "workflow" / "presets").glob("*.yaml"):
+        assert yaml.safe_load(preset.read_text())["experiment"] == preset.stem, preset
+
+
+@pytest.mark.parametrize("name", [None, "cache", "../up", "a/b", "", ".hidden", "x" * 101])
+def test_experiment_name_is_a_safe_folder_name(name):
+    cfg = paper()
+    if name is None:
+        del cfg["experiment"]
+    else:
+        cfg["experiment"] = name
+    with pytest.raises(pbconfig.ConfigError, match=r"config key experiment: "):
+        pbconfig.validate(cfg, check_cuda=False)

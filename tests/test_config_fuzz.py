@@ -43,7 +43,7 @@ RUNS = int(os.environ.get("PRUNEBENCH_FUZZ_RUNS", "2"))
 #: mappings whose keys are names the user chooses (anything else is closed)
 NAME_MAPS = {("models",), ("methods",), ("corpora",)}
 ODD_KEYS = ["extra", "keep_frist", "num_key_value_head", "base", "a b", "", "-x", "ÿ", "x" * 120, 1, "tiny", "dense"]
-ODD_STRINGS = ["", " ", "a b", "base", "../up", "/abs/none", "x/y/z", "ÿ", "-lead", "tiny", "dense", "calib",
+ODD_STRINGS = ["", " ", "a b", "base", "cache", "../up", "/abs/none", "x/y/z", "ÿ", "-lead", "tiny", "dense", "calib",
                "ev", "hf-eager", "float16", "cuda", "1e3", "null", "x" * 120]
 
 
@@ -270,12 +270,13 @@ def test_valid_mutants_run_to_completion(baseline, tmp_path_factory, data):
     shutil.copytree(wd, run, symlinks=True)
     (run / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(run, "--cores", "2", config=run / "cfg.yaml", check=False)
-    logs = "".join(p.read_text(errors="replace")[-1500:] for p in (run / "results/logs").rglob("*.log")
+    out = run / "results" / filled["experiment"]  # the experiment's folder (the name may be a mutant's)
+    logs = "".join(p.read_text(errors="replace")[-1500:] for p in (out / "logs").rglob("*.log")
                    if p.stat().st_mtime > time.time() - 600 and "rror" in p.read_text(errors="replace"))
     assert proc.returncode == 0, f"{json.dumps(cfg)}\n{proc.stderr[-3000:]}\n{logs}"
-    bench = pd.read_csv(run / "results/tables/benchmark.csv")
+    bench = pd.read_csv(out / "tables/benchmark.csv")
     rows = {tuple(r) for r in bench[["model", "method", "backend", "in_len", "out_len", "batch"]].itertuples(index=False)}
     assert len(bench) == len(cells) and rows == set(cells), (sorted(rows), sorted(cells))
-    quality = pd.read_csv(run / "results/tables/quality.csv")
+    quality = pd.read_csv(out / "tables/quality.csv")
     assert len(quality) == len(filled["models"]) * len(filled["methods"])
     shutil.rmtree(run)

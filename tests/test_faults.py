@@ -38,7 +38,7 @@ def test_kill_during_pruning_benchmark_and_aggregation(workdir):
     # 1. the node dies while the depth-pruned checkpoint is being written
     rc = killed_run(wd, cfg, "models/tiny/depth-ppl/model.safetensors")
     assert rc != 0
-    pruned = wd / "results/models/tiny/depth-ppl"
+    pruned = wd / "results/tiny/models/tiny/depth-ppl"
     assert not (pruned / "prunebench.json").exists()  # not mistaken for a finished model
     assert not (pruned / "model.safetensors").exists()
     # 2. rerun (after the lock a killed Snakemake leaves) -> the node dies inside one cell; a
@@ -49,13 +49,13 @@ def test_kill_during_pruning_benchmark_and_aggregation(workdir):
     rc = killed_run(wd, cfg, cell)
     assert rc != 0
     assert not (wd / "results" / cell).exists()
-    done = {p: p.stat().st_mtime_ns for p in (wd / "results/bench").rglob("*.json")}
+    done = {p: p.stat().st_mtime_ns for p in (wd / "results/tiny/bench").rglob("*.json")}
     # 3. ... and once more during aggregation
     snakemake(wd, "--unlock", config=cfg)
     rc = killed_run(wd, cfg, "tables/benchmark.csv")
     assert rc != 0
-    assert not (wd / "results/tables/benchmark.csv").exists()
-    cells_before = {p: p.stat().st_mtime_ns for p in (wd / "results/bench").rglob("*.json")}
+    assert not (wd / "results/tiny/tables/benchmark.csv").exists()
+    cells_before = {p: p.stat().st_mtime_ns for p in (wd / "results/tiny/bench").rglob("*.json")}
     assert all(cells_before[p] == t for p, t in done.items())  # finished cells untouched
     # 4. the rerun completes, redoing only what was not finished
     snakemake(wd, "--unlock", config=cfg)
@@ -63,14 +63,14 @@ def test_kill_during_pruning_benchmark_and_aggregation(workdir):
     counts = job_counts(proc.stdout + proc.stderr)
     assert "prune" not in counts and counts.get("aggregate") == 1
     assert all(p.stat().st_mtime_ns == t for p, t in cells_before.items())
-    bench = pd.read_csv(wd / "results/tables/benchmark.csv")
+    bench = pd.read_csv(wd / "results/tiny/tables/benchmark.csv")
     assert len(bench) == 4 and set(bench["status"]) == {"ok"}
     assert not list((wd / "results").rglob("*.tmp"))  # temp files of killed writers are gone
 
 
 def test_corrupt_cell_is_named_by_aggregation(workdir):
     wd, cfg = workdir
-    cell = wd / "results/bench/tiny/depth-ppl/hf-eager/in4_out5_bs1.json"
+    cell = wd / "results/tiny/bench/tiny/depth-ppl/hf-eager/in4_out5_bs1.json"
     if not cell.exists():
         pytest.skip("needs the run of the previous test")
     cell.write_text(cell.read_text()[:40])
@@ -78,7 +78,7 @@ def test_corrupt_cell_is_named_by_aggregation(workdir):
     os.utime(cell)
     proc = snakemake(wd, "--cores", "1", config=cfg, check=False)
     assert proc.returncode != 0
-    log = (wd / "results/logs/aggregate.log").read_text() + proc.stdout + proc.stderr
+    log = (wd / "results/tiny/logs/aggregate.log").read_text() + proc.stdout + proc.stderr
     assert "in4_out5_bs1.json: not valid JSON" in log
 
 
@@ -88,10 +88,10 @@ def test_kill_between_two_outputs_of_one_job_recovers_by_the_readme_recipe(tmp_p
     recipe -- `snakemake --unlock`, then the same command again -- redoes that job (the
     profiles say rerun-incomplete) instead of stopping with IncompleteFilesException."""
     cfg = tiny_workdir(tmp_path)
-    target = "results/prune/tiny/depth-ppl.json"
+    target = "results/tiny/prune/tiny/depth-ppl.json"
     rc = killed_run(tmp_path, cfg, "prune/tiny/depth-ppl.json", target)
     assert rc != 0
-    manifest = tmp_path / "results/models/tiny/depth-ppl/prunebench.json"
+    manifest = tmp_path / "results/tiny/models/tiny/depth-ppl/prunebench.json"
     assert manifest.exists() and not (tmp_path / target).exists()  # killed between the two
     snakemake(tmp_path, "--unlock", config=cfg)
     proc = snakemake(tmp_path, target, "--cores", "1", config=cfg)
@@ -107,12 +107,12 @@ def test_cell_that_is_not_what_its_path_says_is_named_by_aggregation(workdir):
     """A cell file copied over another (or left from other settings) is not aggregated into
     the wrong row: aggregation stops naming the file and the field."""
     wd, cfg = workdir
-    bench = wd / "results/bench/tiny/depth-ppl/hf-eager"
+    bench = wd / "results/tiny/bench/tiny/depth-ppl/hf-eager"
     if not (bench / "in4_out5_bs2.json").exists():
         pytest.skip("needs the run of the first test")
     (bench / "in4_out5_bs1.json").write_text((bench / "in4_out5_bs2.json").read_text())
     proc = snakemake(wd, "--cores", "1", config=cfg, check=False)
     assert proc.returncode != 0
-    log = (wd / "results/logs/aggregate.log").read_text()
+    log = (wd / "results/tiny/logs/aggregate.log").read_text()
     assert "in4_out5_bs1.json: batch is 2 but its path is 1" in log
     assert len(log.strip().splitlines()[-1]) < 400 and "Traceback" not in log

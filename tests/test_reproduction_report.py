@@ -1,7 +1,6 @@
-"""scripts/reproduction_report.py: matched method/dense ratios, run spreads, the summary."""
+"""prunebench reproduction-report: matched method/dense ratios, run spreads, the summary."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,10 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("reproduction_report", ROOT / "scripts" / "reproduction_report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from prunebench.cli import reproduction
+
+    return reproduction
 
 
 def _row(method, batch, latency, backend="hf-eager", status="ok", model="m"):
@@ -77,3 +75,10 @@ def test_speedups_largest_common_batch_and_best_throughput(report):
     assert sp.loc["depth", "best_batch"] == 64 and sp.loc["dense", "best_batch"] == 8
     assert sp.loc["depth", "best_throughput_vs_dense"] == pytest.approx((64 * 128 / 4.0) / (8 * 128 / 4.0))
     assert sp.loc["dense", "best_throughput_vs_dense"] == pytest.approx(1.0)
+
+
+def test_family_labels_come_from_the_experiments_config(report, tmp_path):
+    assert report.families_of(str(tmp_path / "results" / "paper-random"), None) == {
+        "llama-7b": "LLaMA-7B", "vicuna-13b": "Vicuna-13B"}
+    assert report.families_of(str(tmp_path / "h100"), None) == {}  # not an experiment's folder: model names
+    assert report.families_of(str(tmp_path / "h100"), "demo") == {"smollm2-135m": "SmolLM2-135M"}

@@ -276,6 +276,7 @@ def _slurm_profile(dest: Path) -> Path:
 
 
 CONFIG = """
+experiment: tiny
 models:
   tiny: {family: Tiny, weights: pretrained, path: %(tiny)s, budget: {ratio: 0.25}}
 methods:
@@ -358,14 +359,14 @@ def test_pipeline_on_slurm(slurm_cluster, tmp_path):
     assert not re.search(r"Resources before job selection:.*'gpu'", log), "a global gpu cap leaked"
 
     # results
-    cells = sorted((tmp_path / "results" / "bench").rglob("*.json"))
+    cells = sorted((tmp_path / "results" / "tiny" / "bench").rglob("*.json"))
     assert len(cells) == 2
     for cell in cells:
         rec = json.loads(cell.read_text())
         assert rec["status"] == "ok", rec
-    with open(tmp_path / "results" / "tables" / "benchmark.csv") as fh:
+    with open(tmp_path / "results" / "tiny" / "tables" / "benchmark.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2
-    with open(tmp_path / "results" / "tables" / "quality.csv") as fh:
+    with open(tmp_path / "results" / "tiny" / "tables" / "quality.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 2
-    assert (tmp_path / "results" / "figures" / "throughput_latency.png").stat().st_size > 0
+    assert (tmp_path / "results" / "tiny" / "figures" / "throughput_latency.png").stat().st_size > 0

@@ -21,7 +21,7 @@ HEAVY = "json.dumps({m: m in sys.modules for m in ('torch', 'transformers')})"
 
 def test_snakefile_imports_are_light():
     # exactly what workflow/rules/common.smk imports
-    got = _py(f"import json, sys; from prunebench import config; from prunebench.gpus import count_without_torch; "
+    got = _py(f"import json, sys; from prunebench import config, paths; from prunebench.gpus import count_without_torch; "
               f"count_without_torch(); print({HEAVY})")
     assert got == {"torch": False, "transformers": False}
 

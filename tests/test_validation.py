@@ -20,6 +20,7 @@ def cfg(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corpus.txt").write_text("Some calibration text.\n")
     return {
+        "experiment": "tiny",
         "models": {"tiny": {"weights": "random", "architecture": tiny_arch(gqa=True), "budget": {"ratio": 0.25}}},
         "methods": {"dense": {"method": "dense"}, "depth-ppl": {"method": "depth", "criterion": "ppl"},
                     "llm-pruner": {"method": "llm-pruner", "importance": "l2"}, "flap": {"method": "flap"}},
@@ -478,7 +479,7 @@ def test_tokenizer_larger_than_the_vocabulary_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train_tokenizer(make_text(20), 300, tmp_path / "tok")
     (tmp_path / "c.txt").write_text(make_text(5))
-    cfg = {"models": {"m": {"weights": "random", "tokenizer": "tok", "budget": {"ratio": 0.25},
+    cfg = {"experiment": "tok", "models": {"m": {"weights": "random", "tokenizer": "tok", "budget": {"ratio": 0.25},
                             "architecture": dict(tiny_arch(), vocab_size=120)}},
            "methods": {"dense": {"method": "dense"}},
            "corpora": {"c": {"source": "files", "paths": ["c.txt"]}},

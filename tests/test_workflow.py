@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -51,24 +52,24 @@ def tiny_run(tmp_path_factory):
 
 def test_end_to_end(tiny_run):
     wd, cfg, _ = tiny_run
-    bench = pd.read_csv(wd / "results/tables/benchmark.csv")
+    bench = pd.read_csv(wd / "results/tiny/tables/benchmark.csv")
     assert len(bench) == 2 * 1 * 1 * 2  # methods x in x out x batch
     assert set(bench["status"]) == {"ok"}
     assert (bench["throughput_tok_s"] - bench["batch"] * 5 / bench["latency_s"]).abs().max() < 1e-6
-    quality = pd.read_csv(wd / "results/tables/quality.csv").set_index("method")
+    quality = pd.read_csv(wd / "results/tiny/tables/quality.csv").set_index("method")
     assert quality.loc["depth-ppl", "params"] < quality.loc["dense", "params"]
     assert quality["ppl"].notna().all()
-    assert (wd / "results/figures/throughput_latency.png").stat().st_size > 10_000
-    assert (wd / "results/figures/throughput_latency.pdf").stat().st_size > 1_000
-    report = json.loads((wd / "results/prune/tiny/depth-ppl.json").read_text())
+    assert (wd / "results/tiny/figures/throughput_latency.png").stat().st_size > 10_000
+    assert (wd / "results/tiny/figures/throughput_latency.pdf").stat().st_size > 1_000
+    report = json.loads((wd / "results/tiny/prune/tiny/depth-ppl.json").read_text())
     assert report["removed_blocks"] and report["params_after"] == quality.loc["depth-ppl", "params"]
     # every rule wrote its log
     for stage in ("corpus", "data", "source", "prune", "perplexity", "bench"):
-        assert any((wd / "results/logs" / stage).rglob("*.log")), stage
+        assert any((wd / "results/tiny/logs" / stage).rglob("*.log")), stage
     # the depth-pruned checkpoint reloads with stock transformers
     from transformers import AutoModelForCausalLM
 
-    m = AutoModelForCausalLM.from_pretrained(wd / "results/models/tiny/depth-ppl")
+    m = AutoModelForCausalLM.from_pretrained(wd / "results/tiny/models/tiny/depth-ppl")
     assert m.config.num_hidden_layers == 8 - len(report["removed_blocks"])
 
 
@@ -78,11 +79,43 @@ def test_up_to_date_after_run(tiny_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def _planned_outputs(dry_run_stdout: str) -> list[str]:
+    """Every output file a dry run would write (its 'output:' lines)."""
+    return [f.strip() for line in re.findall(r"^\s*output: (.+)$", dry_run_stdout, re.M) for f in line.split(",")]
+
+
+def test_experiments_run_side_by_side(tiny_run):
+    """Each config writes only under results/<experiment>/: the paper's plan after the tiny
+    run touches nothing of it, a second experiment runs without rescheduling the first, and
+    each is up to date after the other."""
+    wd, cfg, _ = tiny_run
+    mine = {p: p.stat().st_mtime_ns for p in (wd / "results/tiny").rglob("*") if p.is_file()}
+    paper = snakemake(wd, "-n", "--cores", "1", config=ROOT / "config.yaml")
+    planned = _planned_outputs(paper.stdout)
+    assert planned and all(f.startswith("results/paper/") for f in planned), planned[:5]
+    # another experiment: other methods, budget and grid (its tables' params differ)
+    other = yaml.safe_load(cfg.read_text())
+    other["experiment"] = "tiny-other"
+    other["methods"] = {"dense": {"method": "dense"}}
+    other["models"]["tiny"]["budget"] = {"ratio": 0.5}
+    other["benchmark"]["batch_sizes"] = [1]
+    other_cfg = wd / "cfg_other.yaml"
+    other_cfg.write_text(yaml.safe_dump(other))
+    first = snakemake(wd, "-n", "--cores", "1", config=other_cfg)
+    assert all(f.startswith("results/tiny-other/") for f in _planned_outputs(first.stdout))
+    snakemake(wd, "--cores", "2", config=other_cfg)
+    assert len(pd.read_csv(wd / "results/tiny-other/tables/benchmark.csv")) == 1
+    for c in (cfg, other_cfg):
+        proc = snakemake(wd, "-n", "--cores", "1", config=c)
+        assert "Nothing to be done" in proc.stdout + proc.stderr, c
+    assert {p: p.stat().st_mtime_ns for p in (wd / "results/tiny").rglob("*") if p.is_file()} == mine
+
+
 def test_one_cell_rerun(tiny_run):
     wd, cfg, _ = tiny_run
-    cells = sorted((wd / "results/bench").rglob("*.json"))
+    cells = sorted((wd / "results/tiny/bench").rglob("*.json"))
     before = {p: p.stat().st_mtime_ns for p in cells}
-    target = wd / "results/bench/tiny/depth-ppl/hf-eager/in4_out5_bs2.json"
+    target = wd / "results/tiny/bench/tiny/depth-ppl/hf-eager/in4_out5_bs2.json"
     rel = str(target.relative_to(wd))
     # redo one cell: the target first, then --force (flags after paths may swallow them)
     proc = snakemake(wd, rel, "--cores", "1", "--force", config=cfg)
@@ -98,7 +131,7 @@ def test_one_cell_rerun(tiny_run):
 
 def test_deleted_cell_is_the_only_benchmark_rerun(tiny_run):
     wd, cfg, _ = tiny_run
-    target = wd / "results/bench/tiny/dense/hf-eager/in4_out5_bs1.json"
+    target = wd / "results/tiny/bench/tiny/dense/hf-eager/in4_out5_bs1.json"
     target.unlink()
     dry = snakemake(wd, "-n", "--cores", "1", config=cfg)
     counts = job_counts(dry.stdout)

@@ -48,6 +48,7 @@ def tiny_workdir(tmp: Path, methods: dict | None = None, cells: dict | None = No
     (tmp / "eval.txt").write_text(make_text(30, seed=1))
     make_pretrained(tmp / "tiny", tiny_arch(gqa=True), text)
     cfg = {
+        "experiment": "tiny",
         "models": {"tiny": {"family": "Tiny", "weights": "pretrained", "path": "tiny",
                             "budget": {"ratio": 0.25}}},
         "methods": methods or {"dense": {"method": "dense"},

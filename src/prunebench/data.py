@@ -1,6 +1,6 @@
 """Data stage: corpus text -> token ids for one model's tokenizer.
 
-Two splits, both ``[n, seq_len]`` int64 tensors in ``results/data/<model>/<split>.safetensors``
+Two splits, both ``[n, seq_len]`` int64 tensors in ``results/<experiment>/data/<model>/<split>.safetensors``
 (key ``input_ids``) with a JSON sidecar ``<split>.json`` (corpus, tokenizer, seed, shape):
 
 ``calibration``  ``n_samples`` windows of ``seq_len`` tokens at seeded random offsets of

@@ -12,10 +12,11 @@ import contextlib
 import json
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .paths import PathError, parse_cell
 
 
 class ArtifactError(RuntimeError):
@@ -102,17 +103,13 @@ def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Any:
     return obj
 
 
-#: a benchmark cell's path: ``.../bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json``
-CELL_PATH = re.compile(r"(?:^|/)bench/(?P<model>[^/]+)/(?P<method>[^/]+)/(?P<backend>[^/]+)/"
-                       r"in(?P<in_len>\d+)_out(?P<out_len>\d+)_bs(?P<batch>\d+)\.json$")
-
-
 def cell_identity(path: str | os.PathLike) -> dict:
-    """What a cell file's path says the cell is: model, method, backend, in_len, out_len, batch."""
-    m = CELL_PATH.search(Path(path).as_posix())
-    if m is None:
-        raise ArtifactError(f"{path}: not a cell path (.../bench/<model>/<method>/<backend>/in<I>_out<O>_bs<B>.json)")
-    return {k: int(v) if k in ("in_len", "out_len", "batch") else v for k, v in m.groupdict().items()}
+    """What a cell file's path says the cell is (:func:`prunebench.paths.parse_cell`);
+    ``ArtifactError`` for a path that is not a cell's."""
+    try:
+        return parse_cell(path)
+    except PathError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def _same(got: Any, want: Any) -> bool:

@@ -1,6 +1,6 @@
 """Source stage: materialise a model's weight source as a prunebench model folder.
 
-``results/models/<model>/base/`` -- GGUF files are dequantised once (slow) and saved as
+``results/<experiment>/models/<model>/base/`` -- GGUF files are dequantised once (slow) and saved as
 safetensors; hub ids / local folders are loaded and saved once, so every later job reads
 plain safetensors; ``random`` saves the config only (weights are drawn at load time).
 """

@@ -3,20 +3,20 @@ rule benchmark:
     input:
         model=f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json",
     output:
-        f"{RESULTS}/bench/{{model}}/{{method}}/{{backend}}/in{{in_len}}_out{{out_len}}_bs{{batch}}.json",
+        paths.cell_path(RESULTS, paths.WILDCARDS),
     params:
         dtype=config["benchmark"]["dtype"],
         device=config["benchmark"]["device"],
         attn=config["benchmark"]["attn_implementation"],
         timing=J(config["benchmark"]["timing"]),
         seed=config["benchmark"]["seed"],
-        cache_dir=f"{RESULTS}/cache",
+        cache_dir=CACHE,
     # a cell never shares its host with another job of the workflow (bench_threads)
     threads: lambda wc: bench_threads(config["benchmark"]["device"])
     resources:
         gpu=lambda wc: gpu_resources(config["benchmark"]["device"]),
     log:
-        f"{RESULTS}/logs/bench/{{model}}/{{method}}/{{backend}}/in{{in_len}}_out{{out_len}}_bs{{batch}}.log",
+        paths.cell_log(RESULTS, paths.WILDCARDS),
     conda:
         "../../envs/prunebench.yaml"
     shell:

@@ -14,6 +14,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.ge
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from prunebench import config as pbconfig  # noqa: E402
+from prunebench import paths  # noqa: E402
 from prunebench.gpus import count_without_torch  # noqa: E402
 
 try:
@@ -32,7 +33,10 @@ onstart:
             raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errs))
 
 
-RESULTS = "results"
+# every output of this config under results/<experiment>/; downloads and compiled kernels
+# shared by all experiments under results/cache/ (prunebench.paths says why)
+RESULTS = paths.experiment_dir(config["experiment"])
+CACHE = paths.cache_dir()
 PY = "python -m prunebench"
 
 
@@ -83,13 +87,8 @@ wildcard_constraints:
     split=r"calibration|eval",
 
 
-def cell_path(c):
-    return (f"{RESULTS}/bench/{c['model']}/{c['method']}/{c['backend']}/"
-            f"in{c['in_len']}_out{c['out_len']}_bs{c['batch']}.json")
-
-
 def all_cells():
-    return [cell_path(c) for c in pbconfig.cells(config)]
+    return [paths.cell_path(RESULTS, c) for c in pbconfig.cells(config)]
 
 
 def all_ppl():

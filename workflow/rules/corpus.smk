@@ -11,4 +11,4 @@ rule corpus:
         "../../envs/prunebench.yaml"
     shell:
         "{PY} corpus spec={params.spec:q} out_text={output.text:q} out_meta={output.meta:q}"
-        " cache_dir={RESULTS}/cache/corpora > {log:q} 2>&1"
+        " cache_dir={CACHE}/corpora > {log:q} 2>&1"

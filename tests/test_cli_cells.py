@@ -1,25 +1,24 @@
-"""scripts/cells.py: the grid's cell files, filtered; --missing; GPU-time estimates and --budget."""
+"""prunebench cells: an experiment's cell files, filtered; --missing; --count; GPU-time estimates and --budget."""
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from prunebench import config as pbconfig
+from prunebench.cli import cells as cells_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "cells.py"
-PRESET = str(ROOT / "workflow" / "presets" / "paper-random.yaml")
 
 
 @pytest.fixture(scope="module")
 def cells_mod():
-    spec = importlib.util.spec_from_file_location("cells_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return cells_cli
 
 
 def _cell(root: Path, model, method, backend, i, o, b, latency, compile_s=0.0, status="ok"):
@@ -30,7 +29,9 @@ def _cell(root: Path, model, method, backend, i, o, b, latency, compile_s=0.0, s
 
 
 def _run(cwd, *args):
-    r = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, check=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-m", "prunebench", "cells", *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, check=True)
     return r.stdout.split(), r.stderr
 
 
@@ -53,10 +54,10 @@ def test_estimate_interpolates_and_scales(cells_mod, tmp_path):
 
 
 def test_listing_missing_and_budget(tmp_path):
-    sel = ["--configfile", PRESET, "--model", "llama-7b", "--method", "dense", "--backend", "hf-eager",
+    sel = ["paper-random", "--model", "llama-7b", "--method", "dense", "--backend", "hf-eager",
            "--in", "12", "--out", "128"]
     paths, _ = _run(tmp_path, *sel)
-    assert len(paths) == 8 and all(p.startswith("results/bench/llama-7b/dense/hf-eager/in12_out128_bs") for p in paths)
+    assert len(paths) == 8 and all(p.startswith("results/paper-random/bench/llama-7b/dense/hf-eager/in12_out128_bs") for p in paths)
     done = tmp_path / paths[0]
     done.parent.mkdir(parents=True)
     done.write_text("{}")
@@ -71,3 +72,13 @@ def test_listing_missing_and_budget(tmp_path):
     assert "2 cells, about 3 min" in err and err.count("82 s\t") == 2
     with pytest.raises(subprocess.CalledProcessError):
         _run(tmp_path, *sel, "--budget", "100")  # --budget without --estimate
+
+
+def test_counts_are_the_configs():
+    """--count of an experiment is its config's cell count (config.yaml = paper; --random-weights)."""
+    paper = pbconfig.validate(yaml.safe_load((ROOT / "config.yaml").read_text()), check_cuda=False)
+    n, _ = _run(ROOT, "--count")
+    assert int(n[0]) == len(pbconfig.cells(paper))
+    rnd, _ = _run(ROOT, "paper", "--random-weights", "--backend", "hf-eager", "--count")
+    listed, _ = _run(ROOT, "paper-random", "--backend", "hf-eager")
+    assert int(rnd[0]) == len(listed) and all(p.startswith("results/paper-random/bench/") for p in listed)

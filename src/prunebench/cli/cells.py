@@ -1,17 +1,18 @@
-#!/usr/bin/env python3
-"""Print the benchmark cell files of a config, filtered -- to run the grid in slices.
+"""``prunebench cells [NAME]``: an experiment's benchmark cell files, filtered -- to run the grid in slices.
 
-    snakemake $(python scripts/cells.py --configfile workflow/presets/paper-random.yaml \
-        --model llama-7b --out 128 --batch 1 16 64) --cores 1 \
-        --configfile workflow/presets/paper-random.yaml
+    prunebench cells paper-random --model llama-7b --out 128 --batch 1 16 64   # paths, one a line
+    prunebench cells paper --count                                              # how many
 
-The config files are merged over config.yaml like Snakemake does (``--replace`` to not).
+NAME is an experiment (``prunebench run NAME``; default config.yaml's); ``--random-weights``
+and ``--configfile FILE...`` as for ``prunebench run``.  The paths are relative to the
+checkout; ``--missing`` keeps those not there (from the current folder).  Give them to
+``prunebench cell`` to run exactly those.
 
 ``--estimate DIR`` prints, on stderr, each listed cell's estimated GPU seconds and the total,
 from the cell files under ``DIR/bench`` (e.g. ``docs/reproduction/h100``); ``--budget S`` stops
-the list where the estimates add up to S seconds -- a slice that fits one device call:
+the list where the estimates add up to S seconds -- a slice that fits a time-limited node:
 
-    python scripts/cells.py --configfile $P --out 512 --missing --estimate docs/reproduction/h100 --budget 500
+    prunebench cells paper-random --out 512 --missing --estimate docs/reproduction/h100 --budget 500
 
 Estimate of a cell = 12 s of start-up (Python, CUDA, weights; measured 10-14 s) + its
 compile time + (warm-up runs + timed runs) x its latency, the latency taken from the measured
@@ -27,12 +28,9 @@ import math
 import sys
 from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from prunebench import config as pbconfig  # noqa: E402
+from .. import config as pbconfig
+from .. import paths
+from .workflow import UsageError, checkout, experiments, load_config, resolve
 
 
 STARTUP_S = 12.0
@@ -73,10 +71,12 @@ def estimate(cell: dict, known: dict, runs: int) -> float | None:
     return None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configfile", nargs="*", default=[])
-    ap.add_argument("--replace", action="store_true", help="do not start from config.yaml")
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="prunebench cells", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", nargs="?", help="the experiment (default: config.yaml's)")
+    ap.add_argument("--random-weights", action="store_true", help="the experiment NAME-random")
+    ap.add_argument("--configfile", nargs="+", default=[], help="files merged over the experiment's config")
     ap.add_argument("--model", nargs="*")
     ap.add_argument("--method", nargs="*")
     ap.add_argument("--backend", nargs="*")
@@ -84,26 +84,28 @@ def main() -> None:
     ap.add_argument("--out", dest="out_len", type=int, nargs="*")
     ap.add_argument("--batch", type=int, nargs="*")
     ap.add_argument("--missing", action="store_true", help="only cells whose file does not exist")
+    ap.add_argument("--count", action="store_true", help="print how many cells are listed, not their paths")
     ap.add_argument("--estimate", metavar="DIR", help="estimate GPU seconds from the cells under DIR/bench (stderr)")
     ap.add_argument("--budget", type=float, metavar="S", help="with --estimate: stop when the estimates reach S seconds")
-    args = ap.parse_args()
+    args = ap.parse_args(argv[1:])
     if args.budget is not None and not args.estimate:
         ap.error("--budget needs --estimate DIR")
-    cfg = {} if args.replace else yaml.safe_load((ROOT / "config.yaml").read_text())
-    for f in args.configfile:
-        pbconfig.merge(cfg, yaml.safe_load(Path(f).read_text()))
-    pbconfig.validate(cfg, check_cuda=False)
+    try:
+        root = checkout()
+        exp = resolve(root, args.name or next(iter(experiments(root))), args.random_weights)
+    except UsageError as exc:
+        ap.error(str(exc))
+    cfg = pbconfig.validate(load_config(root, exp, args.configfile), check_cuda=False)
+    results = paths.experiment_dir(cfg["experiment"])
     keep = {"model": args.model, "method": args.method, "backend": args.backend,
             "in_len": args.in_len, "out_len": args.out_len, "batch": args.batch}
     known = measured(Path(args.estimate)) if args.estimate else None
-    bench = cfg["benchmark"]
-    t = bench["timing"]  # a stable cell's runs: warm-up + min_runs (an unstable one: up to max_runs)
+    t = cfg["benchmark"]["timing"]  # a stable cell's runs: warm-up + min_runs (an unstable one: up to max_runs)
     runs = t["warmup_runs"] + t["min_runs"]
     total, unknown, listed = 0.0, 0, 0
     for c in pbconfig.cells(cfg):
         if all(v is None or c[k] in v for k, v in keep.items()):
-            path = (f"results/bench/{c['model']}/{c['method']}/{c['backend']}/"
-                    f"in{c['in_len']}_out{c['out_len']}_bs{c['batch']}.json")
+            path = paths.cell_path(results, c)
             if args.missing and Path(path).exists():
                 continue
             if known is not None:
@@ -113,12 +115,12 @@ def main() -> None:
                 total += est or 0.0
                 unknown += est is None
                 print(f"{'?' if est is None else round(est)} s\t{path}", file=sys.stderr)
-            print(path)
+            if not args.count:
+                print(path)
             listed += 1
+    if args.count:
+        print(listed)
     if known is not None:
         print(f"{listed} cells, about {total / 60:.0f} min of GPU time"
               + (f" (+ {unknown} cells without an estimate)" if unknown else ""), file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
-"""Build a docs/reproduction/<device>/ folder from a results folder of (possibly partial) GPU runs.
+"""``prunebench reproduction-report``: a docs/reproduction/<device>/ folder from an experiment's
+results folder of (possibly partial) GPU runs.
 
-    python scripts/reproduction_report.py RESULTS_DIR docs/reproduction/h100
+    prunebench reproduction-report results/paper-random docs/reproduction/h100
 
 Copies every cell file and prune report (the raw data), writes ``benchmark.csv`` (the
 pipeline's aggregation over the cells that exist), ``throughput_latency.{png,pdf}`` (the
@@ -19,7 +19,10 @@ size; the spread of the timed runs; the verdicts under the intervals).  ``--comp
 agree with another folder's ``ratios.csv`` (another device) on the points both measured.
 The pipeline never writes into docs/, so these files are not overwritten by a rerun.
 
-    python scripts/reproduction_report.py RESULTS_DIR docs/reproduction/h100 --compare docs/reproduction/h200
+    prunebench reproduction-report results/paper-random docs/reproduction/h100 --compare docs/reproduction/h200
+
+The rows' family labels come from the experiment's config (``--experiment NAME``; default: the
+results folder's name, ``results/<experiment>``, when it is an experiment of the checkout).
 """
 from __future__ import annotations
 
@@ -27,18 +30,14 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from prunebench import aggregate, figure  # noqa: E402
-from prunebench.io import atomic_path, write_csv  # noqa: E402
-
-FAMILIES = {"llama-7b": "LLaMA-7B", "vicuna-13b": "Vicuna-13B"}
+from .. import aggregate, figure, paths
+from .. import config as pbconfig
+from ..io import atomic_path, write_csv
+from .workflow import UsageError, checkout, experiments, load_config, resolve
 
 
 def speedups(df: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +113,7 @@ def run_spreads(cells: list[Path], backend: str = "hf-eager") -> list[tuple[floa
         rec = json.loads(c.read_text())
         lat = rec.get("latencies_s") or []
         if rec.get("status") == "ok" and rec.get("backend") == backend and len(lat) > 1:
-            name = f"{rec['model']}/{rec['method']}/{backend}/in{rec['in_len']}_out{rec['out_len']}_bs{rec['batch']}"
+            name = paths.cell_name(rec)
             out.append(((max(lat) - min(lat)) / statistics.median(lat), name))
     return sorted(out)
 
@@ -156,14 +155,14 @@ def verdicts(intervals: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(results: str, out: str, compare: str | None = None) -> None:
+def build(results: str, out: str, families: dict[str, str], compare: str | None = None) -> None:
     results, out = Path(results), Path(out)
     cells = sorted((results / "bench").rglob("*.json"))
     for src in cells + sorted((results / "prune").rglob("*.json")):
         dst = out / src.relative_to(results)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    df = aggregate.bench_table(aggregate.read_cells([str(c) for c in cells]), FAMILIES)
+    df = aggregate.bench_table(aggregate.read_cells([str(c) for c in cells]), families)
     write_csv(out / "benchmark.csv", df)
     write_csv(out / "speedups.csv", speedups(df[df["backend"] == "hf-eager"]).round(4))
     write_csv(out / "backends.csv", backend_table(df).round(4))
@@ -178,7 +177,7 @@ def main(results: str, out: str, compare: str | None = None) -> None:
         figure.save(fig, out / (stem + ".png"), out / (stem + ".pdf"))
     ratios = method_ratios(df)
     write_csv(out / "ratios.csv", ratios.round(4))
-    intervals = aggregate.speedup_table(aggregate.read_cells([str(c) for c in cells]), FAMILIES)
+    intervals = aggregate.speedup_table(aggregate.read_cells([str(c) for c in cells]), families)
     write_csv(out / "intervals.csv", intervals.round(4))
     other = pd.read_csv(Path(compare) / "ratios.csv") if compare else None
     text = summary(ratios, run_spreads(cells), other) + verdicts(intervals)
@@ -188,10 +187,25 @@ def main(results: str, out: str, compare: str | None = None) -> None:
     print(f"{len(cells)} cells -> {out}")
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("results", help="a results folder (bench/, prune/)")
+def families_of(results: str, experiment: str | None) -> dict[str, str]:
+    """Row labels of the models: the experiment's ``models.<name>.family`` (none known: {})."""
+    root = checkout()
+    name = experiment or Path(results).resolve().name
+    if experiment is None and name not in experiments(root):
+        return {}
+    return pbconfig.families(load_config(root, resolve(root, name)))
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="prunebench reproduction-report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="an experiment's results folder (bench/, prune/), e.g. results/paper-random")
     ap.add_argument("out", help="the report folder, e.g. docs/reproduction/h100")
     ap.add_argument("--compare", help="another report folder whose ratios.csv to compare with")
-    a = ap.parse_args()
-    main(a.results, a.out, a.compare)
+    ap.add_argument("--experiment", help="the experiment whose config labels the models (default: the folder's name)")
+    a = ap.parse_args(argv[1:])
+    try:
+        families = families_of(a.results, a.experiment)
+    except UsageError as exc:
+        ap.error(str(exc))
+    build(a.results, a.out, families, a.compare)
+    return 0

@@ -1,4 +1,4 @@
-"""Command line: ``python -m prunebench <stage> key=value ...`` calls ``prunebench.<stage>.run``.
+"""The stage commands: ``python -m prunebench <stage> key=value ...`` calls ``prunebench.<stage>.run``.
 
 Each ``key=value`` becomes a keyword argument of the stage's ``run`` function: values of
 parameters annotated ``str`` (or ``str | None``) are passed as text, all others are parsed as JSON (numbers,
@@ -38,22 +38,13 @@ def parse_kwargs(fn, items: list[str]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("stages:", ", ".join(STAGES))
-        return 0
-    stage, rest = argv[0], argv[1:]
-    if stage not in STAGES:
-        print(f"unknown stage {stage!r}; expected one of {STAGES}", file=sys.stderr)
-        return 2
+def main(stage: str, rest: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    from .config import ConfigError
-    from .corpus import CorpusError
-    from .devices import process_age
-    from .io import ArtifactError
+    from ..config import ConfigError
+    from ..corpus import CorpusError
+    from ..devices import process_age
+    from ..io import ArtifactError
 
     mod = importlib.import_module(f"prunebench.{stage}")
     kwargs = parse_kwargs(mod.run, rest)

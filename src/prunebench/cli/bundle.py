@@ -1,20 +1,21 @@
-"""Wheels for an offline GPU node: what prunebench needs there, minus what the node already has.
+"""``prunebench bundle``: wheels for an offline GPU node, what prunebench needs there minus what it has.
 
-    # on the node (no network):   python3 -m pip freeze > node-freeze.txt
+    # on the node (no network):   python3 -m pip freeze --all > node-freeze.txt
     # here (with PyPI):
-    python -m prunebench.tools.bundle --target-freeze node-freeze.txt --out .whl
+    prunebench bundle --target-freeze node-freeze.txt --python-version 3.12     # -> .whl/
     # copy .whl/ to the node, then there:
     python3 -m pip install --no-index --no-deps --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$PYTHONPATH PATH=/tmp/site/bin:$PATH
 
-The requirements (default: prunebench's own dependencies, read from its installed metadata)
-are resolved one package at a time: a requirement the node's ``pip freeze`` satisfies is left
+The requirements (prunebench's own dependencies, read from its installed metadata, with the
+extras ``--extra`` names; more as arguments) are resolved one package at a time: a requirement the node's ``pip freeze`` satisfies is left
 out, with its dependencies (the node's installation is taken as consistent); any other is
 downloaded as a wheel for the node's Python and platform (``--python-version``,
 ``--platform``), its own requirements read from the wheel and resolved in turn, environment
 markers evaluated for the node.  A package with no wheel on the index is built here from its
 sdist, and kept only if the result is pure Python.  A node package too old for a requirement
-is bundled anyway (``/tmp/site`` comes first on ``PYTHONPATH``) and reported.  The bundle is
+is bundled anyway (``/tmp/site`` comes first on ``PYTHONPATH``) and reported; ``--upgrade NAME``
+bundles a package whatever the node has.  Without ``--target-freeze`` everything is bundled.  The bundle is
 written to a temporary folder and moved into place complete, with ``bundle.json``: every
 wheel and why it is there, every requirement the node satisfied.
 
@@ -179,15 +180,27 @@ def pip_fetcher(dest: Path, python_version: str, platforms: tuple[str, ...], pyt
     return fetch
 
 
-def own_requirements(dist: str = "prunebench") -> list[str]:
-    """The runtime requirements of the installed ``dist`` (no extras)."""
+def own_requirements(extras: tuple[str, ...] = (), dist: str = "prunebench") -> list[str]:
+    """The requirements of the installed ``dist``: the runtime ones, and those of ``extras``
+    (their ``extra == ...`` clause evaluated here, the rest of the marker kept)."""
     from importlib.metadata import PackageNotFoundError, requires
 
     try:
         reqs = requires(dist) or []
     except PackageNotFoundError:
         raise BundleError(f"{dist} is not installed here: name the requirements on the command line") from None
-    return [r for r in reqs if "extra ==" not in r]
+    out = []
+    for text in reqs:
+        req = Requirement(text)
+        if req.marker is None or "extra" not in str(req.marker):
+            out.append(text)
+        elif any(req.marker.evaluate({"extra": e}) for e in extras):
+            rest = re.sub(r"""\s*(and\s+)?extra\s*==\s*["'][^"']+["']""", "", text.split(";", 1)[1]).strip()
+            rest = re.sub(r"^and\s+", "", rest).strip()
+            if rest.startswith("(") and rest.endswith(")"):
+                rest = rest[1:-1].strip()
+            out.append(f"{req.name}{req.specifier}" + (f"; {rest}" if rest else ""))
+    return out
 
 
 def write_bundle(plan: Plan, out: Path, meta: dict) -> None:
@@ -216,26 +229,34 @@ def write_bundle(plan: Plan, out: Path, meta: dict) -> None:
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m prunebench.tools.bundle", description=__doc__.split("\n\n")[0])
-    ap.add_argument("requirements", nargs="*", help="requirements (default: prunebench's own dependencies)")
-    ap.add_argument("--target-freeze", required=True, help="the node's `pip freeze` output")
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="prunebench bundle", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("requirements", nargs="*", help="more requirements besides prunebench's own")
+    ap.add_argument("--target-freeze", metavar="FILE", help="the node's `pip freeze --all` (without it: bundle everything)")
+    ap.add_argument("--extra", action="append", default=[], help="a prunebench extra to include (e.g. test)")
+    ap.add_argument("--upgrade", action="append", default=[], help="bundle this package even if the node has it")
     ap.add_argument("--out", default=".whl", help="the bundle folder, replaced whole (default .whl)")
     ap.add_argument("--python-version", default="3.12", help="the node's Python (default 3.12)")
     ap.add_argument("--platform", action="append", help=f"wheel platform tags (default {', '.join(DEFAULT_PLATFORMS)})")
-    a = ap.parse_args(argv)
+    a = ap.parse_args(argv[1:])
     try:
-        freeze = Path(a.target_freeze)
-        if not freeze.is_file():
-            raise BundleError(f"--target-freeze: no such file {freeze}")
-        have = parse_freeze(freeze.read_text(), str(freeze))
-        reqs = a.requirements or own_requirements()
+        have, freeze = {}, None
+        if a.target_freeze:
+            freeze = Path(a.target_freeze)
+            if not freeze.is_file():
+                raise BundleError(f"--target-freeze: no such file {freeze}")
+            have = parse_freeze(freeze.read_text(), str(freeze))
+        for name in a.upgrade:
+            have.pop(canonicalize_name(name), None)
+        reqs = [*own_requirements(tuple(a.extra)), *a.requirements]
         env = target_environment(a.python_version)
         platforms = tuple(a.platform or DEFAULT_PLATFORMS)
         with tempfile.TemporaryDirectory() as dl:
             plan = resolve(reqs, have, env, pip_fetcher(Path(dl), a.python_version, platforms))
             write_bundle(plan, Path(a.out), {"python_version": a.python_version, "platforms": list(platforms),
-                                             "requirements": reqs, "target_freeze": os.path.abspath(freeze)})
+                                             "requirements": reqs,
+                                             "target_freeze": os.path.abspath(freeze) if freeze else None})
     except BundleError as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 1
@@ -247,6 +268,3 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(plan.on_target)} requirements already on the node)")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,7 +9,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from prunebench.tools import bundle
+from prunebench.cli import bundle
 
 ENV = bundle.target_environment("3.12")
 
@@ -97,18 +97,31 @@ def test_bundle_folder_replaced_whole_with_its_record(tmp_path):
 
 
 def test_missing_freeze_file_named(tmp_path, capsys):
-    assert bundle.main(["--target-freeze", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")]) == 1
+    assert bundle.main(["bundle", "--target-freeze", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")]) == 1
     assert "--target-freeze: no such file" in capsys.readouterr().err
 
 
 @pytest.mark.network
-def test_real_download_of_a_small_pure_package(tmp_path, capsys):
+def test_real_download_of_a_small_pure_package(tmp_path, monkeypatch):
     """pip downloads a wheel for the node's platform; what the freeze lists is not downloaded."""
     freeze = tmp_path / "freeze.txt"
     freeze.write_text("six==1.16.0\n")
     out = tmp_path / "whl"
-    assert bundle.main(["--target-freeze", str(freeze), "--out", str(out), "six>=1.10", "python-dateutil==2.9.0.post0"]) == 0
+    monkeypatch.setattr(bundle, "own_requirements", lambda extras=(): [])  # only the named ones
+    assert bundle.main(["bundle", "--target-freeze", str(freeze), "--out", str(out), "six>=1.10",
+                        "python-dateutil==2.9.0.post0"]) == 0
     rec = json.loads((out / "bundle.json").read_text())
     assert [w["name"] for w in rec["wheels"]] == ["python-dateutil"]
     assert "six" in rec["on_target"]
     assert (out / rec["wheels"][0]["file"]).is_file()
+
+
+def test_own_requirements_with_and_without_extras():
+    """prunebench's metadata: runtime requirements always, an extra's only when asked for."""
+    plain = {Requirement(r).name for r in bundle.own_requirements()}
+    assert {"transformers", "snakemake", "jsonschema"} <= plain and "pytest" not in plain
+    with_test = bundle.own_requirements(("test",))
+    assert "pytest" in {Requirement(r).name for r in with_test}
+    assert not any("extra" in r for r in with_test)  # the extra's clause is resolved, the rest kept
+    for r in with_test:
+        Requirement(r)  # still a valid requirement
