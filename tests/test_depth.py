@@ -83,7 +83,7 @@ def test_ppl_criterion_scores_and_removes_lowest(tiny_model, calib):
         tiny_model.model.layers[3].self_attn.o_proj.weight.zero_()
         tiny_model.model.layers[3].mlp.down_proj.weight.zero_()
     from prunebench.methods.depth import ppl_scores
-    from prunebench.perplexity import mean_nll
+    from prunebench.likelihood import mean_nll
     import math
 
     scores = ppl_scores(tiny_model, calib, 4)
