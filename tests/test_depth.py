@@ -6,7 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from prunebench.methods import Budget, get_method
-from prunebench.methods.depth import _Skip, remove_blocks, solve_num_blocks
+from prunebench.methods.blocks import Skip
+from prunebench.methods.depth import remove_blocks, solve_num_blocks
 from prunebench.models import count_params, load_model, save_model
 
 
@@ -38,7 +39,7 @@ def test_budget_from_config():
 def test_removed_model_equals_skipping(tiny_model, calib):
     drop = [2, 5]
     ref = tiny_model
-    with _Skip(ref, 2):
+    with Skip(ref, 2):
         pass  # context restores the model
     assert len(ref.model.layers) == 8
     # reference: run with the blocks skipped by hand
