@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-Build = Callable[[dict, Path], "tuple[Iterable[str], str]"]
-Check = Callable[[dict], "list[Path]"]
+Build = Callable[[dict, Path], tuple[Iterable[str], str]]
+Check = Callable[[dict], list[Path]]
 
 
 class CorpusError(ValueError):
