@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     import yaml
 
     from prunebench.devices import measure_copy_bandwidth, resolve_device
-    from prunebench.models import resolve_dtype
+    from prunebench.devices import resolve_dtype
     from prunebench.roofline import kv_read_bytes, roofline_seconds, weight_bytes
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from prunebench import corpus
-from prunebench.corpus import CorpusError, prepare_corpus
+from prunebench.corpus import CorpusError, gensim_enwiki, janeaustenr, prepare_corpus
 
 
 def _prepare(tmp_path, spec, cache=None):
@@ -192,15 +191,15 @@ def _forbid_downloads(monkeypatch):
         if "download" in cmd:
             raise AssertionError(f"cache not used: {cmd}")
         return real_run(cmd, *a, **k)
-    monkeypatch.setattr(corpus.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
 
 
 def test_janeaustenr_never_runs_a_package_manager(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus, "JANEAUSTENR_DIR", str(tmp_path / "site-library" / "janeaustenr"))
+    monkeypatch.setattr(janeaustenr, "JANEAUSTENR_DIR", str(tmp_path / "site-library" / "janeaustenr"))
 
     def no_subprocess(cmd, *a, **k):
         raise AssertionError(f"janeaustenr ran {cmd}")
-    monkeypatch.setattr(corpus.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
     with pytest.raises(CorpusError, match=r"^source: 'janeaustenr' reads the R package janeaustenr already "
                                           r"installed in .*site-library/janeaustenr.*never installs system "
                                           r"packages.*source 'kjv'"):
@@ -208,7 +207,7 @@ def test_janeaustenr_never_runs_a_package_manager(tmp_path, monkeypatch):
     assert not (tmp_path / "c.txt").exists()
 
 
-@pytest.mark.skipif(not Path(corpus.JANEAUSTENR_DIR, corpus.JANEAUSTENR_DATA + ".rdb").is_file(),
+@pytest.mark.skipif(not Path(janeaustenr.JANEAUSTENR_DIR, janeaustenr.JANEAUSTENR_DATA + ".rdb").is_file(),
                     reason="the R package janeaustenr is not installed (Debian: r-cran-janeaustenr)")
 def test_janeaustenr_installed(tmp_path):
     meta, text, out_text, out_meta = _prepare(tmp_path, {"source": "janeaustenr"})
@@ -217,7 +216,7 @@ def test_janeaustenr_installed(tmp_path):
     assert "Emma Woodhouse, handsome, clever, and rich" in text
     assert len(text) > 3_000_000
     assert meta["n_documents"] == 269  # chapters: 50 + 61 + 48 + 55 + 31 + 24
-    assert "_" not in text and corpus.JANEAUSTENR_DIR in meta["origin"]
+    assert "_" not in text and janeaustenr.JANEAUSTENR_DIR in meta["origin"]
 
     meta2, text2, *_ = _prepare(tmp_path, {"source": "janeaustenr", "books": ["Pride and Prejudice", "persuasion"]})
     docs = text2.rstrip("\n").split("\n\n")
@@ -238,7 +237,7 @@ def test_gensim_enwiki(tmp_path, download_cache, monkeypatch):
     assert 80 <= len(docs) <= 106  # 206 pages, 100 of them redirects, a few too short
     titles = [d.split("\n", 1)[0] for d in docs]
     assert "Anarchism" in titles and "AccessibleComputing" not in titles  # the latter is a redirect
-    assert corpus.GENSIM_VERSION in meta["origin"] and corpus.GENSIM_ENWIKI_MEMBER in meta["origin"]
+    assert gensim_enwiki.GENSIM_VERSION in meta["origin"] and gensim_enwiki.GENSIM_ENWIKI_MEMBER in meta["origin"]
 
     _forbid_downloads(monkeypatch)  # the rerun must take the wheel from the cache
     meta2, text2, *_ = _prepare(tmp_path, {"source": "gensim-enwiki", "max_chars": 200_000, "min_chars": 20_000},

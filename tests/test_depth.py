@@ -6,7 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from prunebench.methods import Budget, get_method
-from prunebench.methods.depth import _Skip, remove_blocks, solve_num_blocks
+from prunebench.methods.blocks import Skip
+from prunebench.methods.depth import remove_blocks, solve_num_blocks
 from prunebench.models import count_params, load_model, save_model
 
 
@@ -38,7 +39,7 @@ def test_budget_from_config():
 def test_removed_model_equals_skipping(tiny_model, calib):
     drop = [2, 5]
     ref = tiny_model
-    with _Skip(ref, 2):
+    with Skip(ref, 2):
         pass  # context restores the model
     assert len(ref.model.layers) == 8
     # reference: run with the blocks skipped by hand
@@ -83,7 +84,7 @@ def test_ppl_criterion_scores_and_removes_lowest(tiny_model, calib):
         tiny_model.model.layers[3].self_attn.o_proj.weight.zero_()
         tiny_model.model.layers[3].mlp.down_proj.weight.zero_()
     from prunebench.methods.depth import ppl_scores
-    from prunebench.perplexity import mean_nll
+    from prunebench.likelihood import mean_nll
     import math
 
     scores = ppl_scores(tiny_model, calib, 4)

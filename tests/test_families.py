@@ -11,10 +11,10 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from prunebench import config as pbconfig
-from prunebench.architecture import build_config
+from prunebench.architecture import build_config, estimate_llama_params
 from prunebench.methods import Budget, get_method
 from prunebench.methods.width import TOLERANCE
-from prunebench.models import build_random, count_params, estimate_llama_params, layer_structure, load_model, save_model
+from prunebench.models import build_random, count_params, layer_structure, load_model, save_model
 from conftest import ROOT, assert_masked_dense  # noqa: E402
 
 BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, vocab_size=128, max_position_embeddings=128)

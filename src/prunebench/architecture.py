@@ -206,7 +206,7 @@ def local_config(path) -> Path | None:
     """``<path>/config.json`` of a local model folder (``pkg:`` resolved), else None."""
     if not isinstance(path, str) or not path:
         return None
-    from .models import resolve_path
+    from .pkgdata import resolve_path
 
     try:
         folder = resolve_path(path)
@@ -257,7 +257,7 @@ HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 def path_problem(path: str, *, what: str = "model") -> str | None:
     """Why ``path`` is neither a local folder nor a well-formed hub id (None: it is one)."""
     if path.startswith("pkg:"):
-        from .models import resolve_path
+        from .pkgdata import resolve_path
 
         try:
             resolve_path(path)
@@ -277,7 +277,7 @@ def path_problem(path: str, *, what: str = "model") -> str | None:
 def tokenizer_problem(path: str, vocab: int) -> str | None:
     """Why the tokenizer at ``path`` (a local folder) cannot feed a model of ``vocab``
     token ids; None where it can, or where the tokenizer is not local (a hub id)."""
-    from .models import resolve_path
+    from .pkgdata import resolve_path
 
     folder = resolve_path(path)
     if not os.path.isdir(folder):

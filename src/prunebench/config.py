@@ -185,7 +185,7 @@ def _method_settings(config: dict, ok, errs: list[str]) -> dict[str, tuple[str, 
 
 def _model_errors(name: str, spec: dict, ok, methods: dict, seen: list) -> list[str]:
     from .architecture import ArchitectureError, dense_info, local_config, path_problem, tokenizer_problem
-    from .models import resolve_path
+    from .pkgdata import resolve_path
 
     k, w, errs = f"models.{name}", spec["weights"], []
     if ok("models", name, "path"):

@@ -25,7 +25,7 @@ def get_tokenizer(spec: dict):
     """The tokenizer of a ``models.<name>`` entry, or None for random token ids."""
     from transformers import AutoTokenizer
 
-    from .models import resolve_path
+    from .pkgdata import resolve_path
 
     if spec.get("tokenizer"):
         return AutoTokenizer.from_pretrained(resolve_path(spec["tokenizer"]))
@@ -42,7 +42,7 @@ def vocab_size(spec: dict) -> int:
         return int(spec["architecture"]["vocab_size"])
     from transformers import AutoConfig
 
-    from .models import resolve_path
+    from .pkgdata import resolve_path
 
     return int(AutoConfig.from_pretrained(resolve_path(spec["path"])).vocab_size)
 

@@ -1,7 +1,8 @@
-"""Device helpers, in one place: which device a stage runs on, waiting for it, what it can do.
+"""Device helpers, in one place: which device and dtype a stage runs on, waiting for it, what it can do.
 
 ``resolve_device``        ``auto``/``cpu``/``cuda`` -> a ``torch.device`` (claims a GPU first on a
                           machine of several, :mod:`prunebench.gpus`)
+``DTYPES``, ``resolve_dtype``  the dtype names a config may give -> a ``torch.dtype``
 ``sync``                  wait for queued work (CUDA), for timing
 ``measure_copy_bandwidth`` the device's copy bandwidth (the roofline's denominator)
 ``free_device_memory``    free bytes after this process's cache is returned (CUDA)
@@ -18,6 +19,18 @@ import os
 import time
 
 from . import gpus
+
+#: the dtype names a config may give (``float32``, ...), each the name of a ``torch`` dtype
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """A dtype name of :data:`DTYPES` -> the ``torch.dtype``."""
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return getattr(torch, name)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -2,7 +2,8 @@
 
 Input: the token windows of the evaluation split (``[n_windows, seq_len]``) written by
 the data stage.  Every window is scored independently (no context carried over), the
-loss of all predicted tokens (``seq_len - 1`` per window) is averaged, ``ppl = exp``.
+loss of all predicted tokens (``seq_len - 1`` per window) is averaged
+(:func:`prunebench.likelihood.mean_nll`), ``ppl = exp``.
 """
 from __future__ import annotations
 
@@ -10,23 +11,8 @@ import math
 import time
 
 import torch
-from tqdm.auto import tqdm
 
-
-@torch.no_grad()
-def mean_nll(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = False, desc: str = "nll") -> float:
-    """Mean next-token negative log-likelihood of ``ids`` ([n, L]) under ``model``."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    batches = range(0, ids.shape[0], batch_size)
-    for start in tqdm(batches, desc=desc, disable=not progress, mininterval=2):
-        x = ids[start : start + batch_size].to(device)
-        logits = model(input_ids=x, use_cache=False).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        tok = logp.gather(-1, x[:, 1:, None]).squeeze(-1)
-        total -= tok.sum().item()
-        count += tok.numel()
-    return total / max(count, 1)
+from .likelihood import mean_nll
 
 
 def perplexity(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = False) -> float:

@@ -1,16 +1,19 @@
-"""Data files inside installed Python distributions, checked against the wheel's RECORD.
+"""Data files inside installed Python distributions, checked against the wheel's RECORD; package folders.
 
 ``installed_file(dist, member)`` finds ``member`` (a path relative to site-packages, as
 listed in the distribution's ``RECORD``) of the installed distribution ``dist`` without
 importing it, checks the file's size and sha256 against ``RECORD`` (so a file edited or
 truncated after installation is an error, not silently different text) and returns a
 :class:`PackageFile` with the path, the distribution's version and the file's sha256.
+``resolve_path("pkg:<name>")`` is the folder of the installed Python package ``<name>``
+(found without importing it): how a config names a model shipped in a package.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import importlib.metadata as md
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +63,15 @@ def installed_file(dist: str, member: str) -> PackageFile:
             raise PackageDataError(f"{dist} {d.version}: {path} differs from its RECORD (sha256 {digest}, "
                                    f"{size} bytes; RECORD says {want}, {entry.size} bytes); reinstall {dist}")
     return PackageFile(dist=dist, version=d.version, member=member, path=path, sha256=digest, size=size)
+
+
+def resolve_path(path: str) -> str:
+    """``pkg:<name>`` -> the folder of installed Python package ``<name>`` (not imported);
+    any other path is returned as it is."""
+    if path.startswith("pkg:"):
+        name = path[4:]
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"path {path!r}: Python package {name!r} is not installed")
+        return list(spec.submodule_search_locations)[0]
+    return path

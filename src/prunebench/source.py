@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from .models import load_source, resolve_dtype, save_model
+from .devices import resolve_dtype
+from .models import load_source, save_model
 
 
 def run(spec: dict, out_dir: str, *, model_name: str, dtype: str) -> dict:

@@ -27,7 +27,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ..perplexity import mean_nll
+from ..likelihood import mean_nll
 from .base import Budget, PrunedModel, register
 from .blocks import Skip as _Skip, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
 

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models import count_params
-from ..perplexity import mean_nll
+from ..likelihood import mean_nll
 from .base import Budget, PrunedModel, register, with_defaults
 from .blocks import Skip, block_params, removable, removal_report, keep_reach
 

@@ -23,8 +23,8 @@ import torch
 from ..backends import Backend, CompiledBackend, make_backend
 from ..backends.hf_eager import generate_once
 from ..benchmark import make_prompt
-from ..devices import kernel_time, measure_copy_bandwidth, resolve_device, sync
-from ..models import load_model, load_source, resolve_dtype
+from ..devices import kernel_time, measure_copy_bandwidth, resolve_device, resolve_dtype, sync
+from ..models import load_model, load_source
 from ..roofline import roofline_seconds, weight_bytes
 
 
