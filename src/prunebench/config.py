@@ -120,9 +120,10 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
     corpora = _mapping(config, "corpora")
     for key in ("calibration", "perplexity"):
         if ok(key, "corpus") and isinstance(config.get("corpora"), dict):
-            name = config[key]["corpus"]
-            if name not in corpora:
-                errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(map(str, corpora))})")
+            names = config[key]["corpus"]
+            for name in [names] if isinstance(names, str) else names:
+                if name not in corpora:
+                    errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(map(str, corpora))})")
 
     from .corpus import CorpusError, check_spec
 
@@ -135,6 +136,8 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
 
     methods = _method_settings(config, ok, errs)
     for name, spec in _mapping(config, "models").items():
+        if ok("models", name, "budget") and ok("models", name, "budgets"):
+            errs += _budget_list_errors(name, spec)
         if ok("models", name, "weights"):
             errs += _model_errors(name, spec, ok, methods, seen)
 
@@ -152,7 +155,22 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
             for item in bench.get(key) or []:
                 if item not in pool:
                     errs.append(f"config key benchmark.{key}: {item!r} is not an entry of {key} ({sorted(map(str, pool))})")
-    return list(dict.fromkeys(errs))  # a method's setting refused for several models: once
+    if ok("frontier") and ok("benchmark") and ok("methods") and isinstance(config.get("frontier"), dict):
+        errs += _frontier_errors(config)
+    return list(dict.fromkeys(errs))
+
+
+def _frontier_errors(config: dict) -> list[str]:
+    """``frontier.*`` names a cell of the benchmark grid and existing methods."""
+    f, b, errs = config["frontier"], config["benchmark"], []
+    for key, pool in FRONTIER_CELL.items():
+        if f.get(key) is not None and f[key] not in b[pool]:
+            errs.append(f"config key frontier.{key}: {f[key]!r} is not one of benchmark.{pool} ({b[pool]})")
+    for item in f.get("methods") or []:
+        if item not in config["methods"]:
+            errs.append(f"config key frontier.methods: {item!r} is not an entry of methods "
+                        f"({sorted(map(str, config['methods']))})")
+    return errs  # a method's setting refused for several models: once
 
 
 def _method_settings(config: dict, ok, errs: list[str]) -> dict[str, tuple[str, dict]]:
@@ -217,28 +235,51 @@ def _model_errors(name: str, spec: dict, ok, methods: dict, seen: list) -> list[
         seen.append(str(local_config(spec["path"])))
     if tok and info is not None and not path_problem(tok, what="tokenizer"):
         errs += [f"config key {k}.tokenizer: {why}" for why in [tokenizer_problem(tok, info.vocab)] if why]
-    if ok("models", name, "budget"):
-        errs += _budget_errors(k, spec["budget"], info, methods)
+    if ok("models", name, "budget") and ok("models", name, "budgets"):
+        for key, budget in _budget_keys(name, spec):
+            errs += _budget_errors(key, budget, info, methods)
+    return errs
+
+
+def _budget_keys(name: str, spec: dict) -> list[tuple[str, dict]]:
+    """``(config key, budget)`` of every budget of ``models.<name>``."""
+    out = [(f"models.{name}.budget", spec["budget"])] if spec.get("budget") else []
+    return out + [(f"models.{name}.budgets[{i}]", b) for i, b in enumerate(spec.get("budgets") or [])]
+
+
+def _budget_list_errors(name: str, spec: dict) -> list[str]:
+    """A model has at least one budget, and no budget twice."""
+    keys = _budget_keys(name, spec)
+    if not keys:
+        return [f"config key models.{name}.budget: required, missing (or a list of budgets under budgets)"]
+    errs, seen = [], {}
+    for key, b in keys:
+        tag = budget_tag(b)
+        if tag in seen:
+            errs.append(f"config key {key}: the same budget ({tag}) as {seen[tag]}")
+        seen.setdefault(tag, key)
     return errs
 
 
 def _budget_errors(k: str, budget: dict, info, methods: dict) -> list[str]:
-    """The budget against the dense model (where known) and every method's reachable range."""
+    """The budget at config key ``k`` against the dense model (where known) and every
+    method's reachable range."""
     import math
 
     from .methods import Budget, budget_problem
 
     p = budget.get("params")
+    model = k.rsplit(".", 1)[0]
     if p is not None and not math.isfinite(p):
-        return [f"config key {k}.budget.params: must be a finite number, got {p!r}"]
+        return [f"config key {k}.params: must be a finite number, got {p!r}"]
     if p is not None and int(p) < 1:
-        return [f"config key {k}.budget.params: {p!r} rounds to {int(p)} parameters"]
+        return [f"config key {k}.params: {p!r} rounds to {int(p)} parameters"]
     if info is None:
         return []
     if p is not None and p >= info.total:
-        return [f"config key {k}.budget.params: {p:,.0f} is not smaller than the dense model ({info.total:,} parameters)"]
+        return [f"config key {k}.params: {p:,.0f} is not smaller than the dense model ({info.total:,} parameters)"]
     try:
-        target = Budget.from_config(budget, info.total, key=f"{k}.budget").target_params
+        target = Budget.from_config(budget, info.total, key=k).target_params
     except ValueError as exc:
         return [str(exc)]
     errs = []
@@ -246,10 +287,10 @@ def _budget_errors(k: str, budget: dict, info, methods: dict) -> list[str]:
         try:
             why = budget_problem(algo, info, settings, target)
         except ValueError as exc:
-            errs.append(f"config key methods.{meth}.{exc} ({k} has {info.n_layers} layers)")
+            errs.append(f"config key methods.{meth}.{exc} ({model} has {info.n_layers} layers)")
             continue
         if why:
-            errs.append(f"config key {k}.budget: methods.{meth}: {why}")
+            errs.append(f"config key {k}: methods.{meth}: {why}")
     return errs
 
 
@@ -340,14 +381,94 @@ def bench_methods(config: dict) -> list[str]:
     return list(config["benchmark"].get("methods") or config["methods"])
 
 
+# --------------------------------------------------------------------------- budgets and variants
+#
+# A pruned model is a *variant*: a method at one budget.  Its folder (and the ``method``
+# wildcard of every path) is the method's name for the budget of ``models.<name>.budget``
+# and ``<method>@<tag>`` for each entry of ``models.<name>.budgets``; ``dense`` takes no
+# budget and is one model.  The names are built here only (:func:`variants`) and read back
+# by :func:`split_variant`.
+
+VARIANT_SEP = "@"
+#: the ``method`` wildcard: a methods key, optionally ``@`` and a budget tag
+VARIANT_PATTERN = r"(?!base$)[A-Za-z0-9][A-Za-z0-9._-]*(?:@[rp][0-9.e+-]+)?"
+
+
+def budget_tag(budget: dict) -> str:
+    """``r<ratio>`` or ``p<params>``: the budget in folder names and the tables' ``budget`` column."""
+    if budget.get("params") is not None:
+        return f"p{int(float(budget['params']))}"
+    return f"r{float(budget['ratio'])!r}"
+
+
+def takes_budget(method_spec: dict) -> bool:
+    return method_spec["method"] != "dense"
+
+
+def variants(config: dict, model: str, methods=None) -> list[dict]:
+    """Every pruned model of ``model`` for ``methods`` (default all): ``{"name": folder name,
+    "method": methods key, "budget": budget config (None for dense), "tag": budget tag
+    ('' for dense)}``."""
+    spec = config["models"][model]
+    budgets = [(None, spec["budget"])] if spec.get("budget") else []
+    budgets += [(budget_tag(b), b) for b in spec.get("budgets") or []]
+    out = []
+    for meth in (config["methods"] if methods is None else methods):
+        if not takes_budget(config["methods"][meth]):
+            out.append({"name": meth, "method": meth, "budget": None, "tag": ""})
+            continue
+        out += [{"name": meth if t is None else f"{meth}{VARIANT_SEP}{t}", "method": meth, "budget": b,
+                 "tag": budget_tag(b)} for t, b in budgets]
+    return out
+
+
+def variant(config: dict, model: str, name: str) -> dict:
+    """The variant of ``model`` whose folder is ``name``."""
+    for v in variants(config, model):
+        if v["name"] == name:
+            return v
+    raise ConfigError(f"{name!r} is no pruned model of {model!r} in this config "
+                      f"(known: {[v['name'] for v in variants(config, model)]})")
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``(methods key, budget tag in the name or None)`` of a folder name."""
+    meth, sep, tag = name.partition(VARIANT_SEP)
+    return meth, (tag if sep else None)
+
+
+def eval_corpora(config: dict) -> list[str]:
+    """The evaluation corpora (``perplexity.corpus``: one name or a list)."""
+    c = config["perplexity"]["corpus"]
+    return [c] if isinstance(c, str) else list(c)
+
+
+#: frontier cell key -> the benchmark list it is one of
+FRONTIER_CELL = {"backend": "backends", "in_len": "input_lengths", "out_len": "output_lengths", "batch": "batch_sizes"}
+
+
+def frontier_cell(config: dict) -> dict:
+    """The cell the frontier's speed-ups come from (``frontier.*``, null = the defaults)."""
+    f, b = config.get("frontier") or {}, config["benchmark"]
+    cell = {k: f.get(k) if f.get(k) is not None else b[pool][0] for k, pool in FRONTIER_CELL.items()}
+    if f.get("batch") is None:
+        cell["batch"] = max(b["batch_sizes"])
+    return cell
+
+
 def cells(config: dict) -> list[dict]:
+    """Every benchmark cell: the grid of ``benchmark.methods`` at every budget, and the
+    frontier cell of ``frontier.methods``; ``method`` is the variant's folder name."""
     b = config["benchmark"]
-    return [
-        dict(model=m, method=meth, backend=be, in_len=i, out_len=o, batch=bs)
-        for m, meth, be, i, o, bs in itertools.product(
-            bench_models(config), bench_methods(config), b["backends"], b["input_lengths"],
-            b["output_lengths"], b["batch_sizes"])
+    out = [
+        dict(model=m, method=v["name"], backend=be, in_len=i, out_len=o, batch=bs)
+        for m in bench_models(config) for v in variants(config, m, bench_methods(config))
+        for be, i, o, bs in itertools.product(b["backends"], b["input_lengths"], b["output_lengths"], b["batch_sizes"])
     ]
+    extra = [m for m in (config.get("frontier") or {}).get("methods") or [] if m not in bench_methods(config)]
+    fc = frontier_cell(config)
+    out += [dict(model=m, method=v["name"], **fc) for m in bench_models(config) for v in variants(config, m, extra)]
+    return out
 
 
 #: cell fields that must equal a config value (field -> dotted config key); aggregation

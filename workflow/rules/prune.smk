@@ -8,12 +8,12 @@ rule prune:
         report=f"{RESULTS}/prune/{{model}}/{{method}}.json",
     params:
         method=lambda wc: method_spec(wc.method),
-        budget=lambda wc: J(config["models"][wc.model]["budget"]),
+        budget=lambda wc: variant_budget(wc.model, wc.method),
         device=config["pruning"]["device"],
         dtype=config["pruning"]["dtype"],
         seed=config["pruning"]["seed"],
     resources:
-        gpu=lambda wc: 0 if config["methods"][wc.method]["method"] == "dense" else gpu_resources(config["pruning"]["device"]),
+        gpu=lambda wc: gpu_resources(config["pruning"]["device"]) if pbconfig.variant(config, wc.model, wc.method)["budget"] else 0,
     log:
         f"{RESULTS}/logs/prune/{{model}}/{{method}}.log",
     conda:
