@@ -391,7 +391,7 @@ def bench_methods(config: dict) -> list[str]:
 
 VARIANT_SEP = "@"
 #: the ``method`` wildcard: a methods key, optionally ``@`` and a budget tag
-VARIANT_PATTERN = r"(?!base$)[A-Za-z0-9][A-Za-z0-9._-]*(?:@[rp][0-9.e+-]+)?"
+VARIANT_PATTERN = r"(?!base(?![A-Za-z0-9._@-]))[A-Za-z0-9][A-Za-z0-9._-]*(?:@[rp][0-9.e+-]+)?"
 
 
 def budget_tag(budget: dict) -> str:

@@ -27,9 +27,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ..perplexity import mean_nll
 from .base import Budget, PrunedModel, register
-from .blocks import Skip as _Skip, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
+from .blocks import Skip as _Skip, nll_without, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
 
 DEFAULT_KEEP = {"ppl": (0, 0), "taylor": (4, 2), "random": (0, 0)}
 
@@ -42,11 +41,10 @@ SCORE_MEANING = {
 
 
 def ppl_scores(model, calibration: torch.Tensor, batch_size: int) -> list[float]:
-    scores = []
-    for i in tqdm(range(len(model.model.layers)), desc="PPL criterion: blocks", mininterval=2):
-        with _Skip(model, i):
-            scores.append(math.exp(min(mean_nll(model, calibration, batch_size), 700)))
-    return scores
+    """Calibration PPL without each block (:func:`~prunebench.methods.blocks.nll_without`:
+    each pass starts from the block's cached input)."""
+    nll = nll_without(model, calibration, (), list(range(len(model.model.layers))), batch_size)
+    return [math.exp(min(nll[i], 700)) for i in range(len(model.model.layers))]
 
 
 def taylor_scores(model, calibration: torch.Tensor, batch_size: int) -> list[float]:
