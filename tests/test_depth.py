@@ -142,3 +142,37 @@ def test_nll_without_matches_full_passes(tiny_model, calib, removed, tmp_path, m
     monkeypatch.setenv(score_cache.ENV, str(tmp_path))
     nll_without(tiny_model, calib, removed, cands[:1], 3)
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_random_control_draws_like_its_criterion(calib):
+    """A random control 'like: taylor' removes only blocks Taylor+ may remove, as many."""
+    from conftest import tiny_arch
+    from transformers import AutoConfig
+
+    from prunebench.methods.depth import keep
+
+    assert keep({"criterion": "random", "like": "taylor"}) == keep({"criterion": "taylor"}) == (4, 2)
+    assert keep({"criterion": "random"}) == (0, 0)
+    with pytest.raises(ValueError, match="like"):
+        keep({"criterion": "ppl", "like": "taylor"})
+    a = tiny_arch(layers=10)
+    a.pop("model_type")
+    for seed in range(6):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+        budget = Budget.from_config({"ratio": 0.3}, count_params(model))
+        res = get_method("depth")(model, calib, budget, {"criterion": "random", "like": "taylor", "seed": seed})
+        assert set(res.report["removed_blocks"]) <= set(range(4, 8)) and res.report["protected"] == {"first": 4, "last": 2}
+
+
+def test_demo_controls_draw_from_taylor_blocks():
+    """The demo's random controls: Taylor+'s eligible blocks, every budget."""
+    import yaml
+
+    from prunebench.methods.depth import keep
+    from workflow_util import ROOT
+
+    methods = yaml.safe_load((ROOT / "workflow/presets/demo.yaml").read_text())["methods"]
+    controls = [s for s in methods.values() if s["method"] == "depth" and s["criterion"] == "random"]
+    assert len(controls) >= 3
+    assert all(keep(s) == keep(methods["depth-taylor"]) for s in controls)

@@ -457,17 +457,22 @@ def frontier_cell(config: dict) -> dict:
 
 
 def cells(config: dict) -> list[dict]:
-    """Every benchmark cell: the grid of ``benchmark.methods`` at every budget, and the
-    frontier cell of ``frontier.methods``; ``method`` is the variant's folder name."""
+    """Every benchmark cell: the grid of ``benchmark.methods`` (at every budget, or, with
+    ``benchmark.sweep_cells: frontier``, at ``models.*.budget`` and the frontier cell for
+    the budgets of ``models.*.budgets``), and the frontier cell of ``frontier.methods`` at
+    every budget; ``method`` is the variant's folder name."""
     b = config["benchmark"]
-    out = [
-        dict(model=m, method=v["name"], backend=be, in_len=i, out_len=o, batch=bs)
-        for m in bench_models(config) for v in variants(config, m, bench_methods(config))
-        for be, i, o, bs in itertools.product(b["backends"], b["input_lengths"], b["output_lengths"], b["batch_sizes"])
-    ]
-    extra = [m for m in (config.get("frontier") or {}).get("methods") or [] if m not in bench_methods(config)]
     fc = frontier_cell(config)
-    out += [dict(model=m, method=v["name"], **fc) for m in bench_models(config) for v in variants(config, m, extra)]
+    whole = b.get("sweep_cells", "grid") == "grid"
+    grid = [dict(backend=be, in_len=i, out_len=o, batch=bs) for be, i, o, bs in itertools.product(
+        b["backends"], b["input_lengths"], b["output_lengths"], b["batch_sizes"])]
+    out = []
+    for m in bench_models(config):
+        for v in variants(config, m, bench_methods(config)):
+            swept = split_variant(v["name"])[1] is not None
+            out += [dict(model=m, method=v["name"], **c) for c in (grid if whole or not swept else [fc])]
+        extra = [x for x in (config.get("frontier") or {}).get("methods") or [] if x not in bench_methods(config)]
+        out += [dict(model=m, method=v["name"], **fc) for v in variants(config, m, extra)]
     return out
 
 
