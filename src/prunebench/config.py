@@ -397,7 +397,8 @@ VARIANT_PATTERN = r"(?!base(?![A-Za-z0-9._@-]))[A-Za-z0-9][A-Za-z0-9._-]*(?:@[rp
 def budget_tag(budget: dict) -> str:
     """``r<ratio>`` or ``p<params>``: the budget in folder names and the tables' ``budget`` column."""
     if budget.get("params") is not None:
-        return f"p{int(float(budget['params']))}"
+        p = float(budget["params"])
+        return f"p{int(p)}" if p == p and abs(p) != float("inf") else f"p{p}"
     return f"r{float(budget['ratio'])!r}"
 
 

@@ -203,7 +203,7 @@ def line_names(df: pd.DataFrame) -> pd.Series:
     ``method @ budget`` (the ``budget`` column of a budget sweep)."""
     if "budget" not in df:
         return df["method"]
-    budget = df["budget"].fillna("").astype(str)
+    budget = df["budget"].astype(object).where(df["budget"].notna(), "").astype(str)
     several = df.assign(budget=budget).groupby(["family", "method"])["budget"].transform("nunique") > 1
     return df["method"].where(~several, df["method"] + " @ " + budget)
 

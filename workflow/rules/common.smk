@@ -42,7 +42,9 @@ def J(obj):
 
 
 def model_spec(model):
-    return J(config["models"][model])
+    """The model's entry without its budgets (the base model and its tokens do not depend on
+    them: a new budget reruns no source or data job)."""
+    return J({k: v for k, v in config["models"][model].items() if k not in ("budget", "budgets")})
 
 
 def method_spec(variant):
