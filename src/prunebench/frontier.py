@@ -124,7 +124,8 @@ def draw(df: pd.DataFrame, title: str):
 
     panels = list(dict.fromkeys(zip(df["family"], df["corpus"])))
     methods = list(dict.fromkeys(df["method"]))
-    palette = dict(zip(methods, sns.color_palette("tab20", len(methods))))
+    colors = sns.color_palette("tab20", 20)
+    palette = dict(zip(methods, (colors[0::2] + colors[1::2]) * 2))  # the strong colours first
     markers = dict(zip(methods, "osD^vP*Xhp<>8dH" * 2))
     noted = set(df.loc[df["note"] != "", "method"])
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.8), squeeze=False)
