@@ -128,7 +128,7 @@ def draw(df: pd.DataFrame, title: str):
     palette = dict(zip(methods, (colors[0::2] + colors[1::2]) * 2))  # the strong colours first
     markers = dict(zip(methods, "osD^vP*Xhp<>8dH" * 2))
     noted = set(df.loc[df["note"] != "", "method"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.6 * len(panels), 4.8), squeeze=False)
     for ax, (fam, corpus) in zip(axes[0], panels):
         sub = df[(df["family"] == fam) & (df["corpus"] == corpus)]
         pts = sub[sub["speedup"].notna() & sub["ppl"].notna()]
@@ -160,7 +160,7 @@ def draw(df: pd.DataFrame, title: str):
                     transform=ax.transAxes, color="grey")
         else:
             ax.set_yscale("log")
-            ax.legend(fontsize=6, loc="best")
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         held = bool(sub["held_out"].any()) if "held_out" in sub else False
         ax.set_title(f"{fam}: {corpus}" + (" (held out from calibration)" if held else ""), fontsize=9)
         ax.set_xlabel("speed-up over dense (dense latency / latency)")
