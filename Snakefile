@@ -17,12 +17,14 @@ include: "workflow/rules/perplexity.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figure.smk"
+include: "workflow/rules/frontier.smk"
 
 
 localrules:
     all,
     aggregate,
     figure,
+    frontier,
 
 
 rule all:
@@ -31,4 +33,7 @@ rule all:
         f"{RESULTS}/tables/quality.csv",
         f"{RESULTS}/figures/throughput_latency.png",
         f"{RESULTS}/figures/throughput_latency.pdf",
+        f"{RESULTS}/tables/frontier.csv",
+        f"{RESULTS}/figures/quality_speed.png",
+        f"{RESULTS}/figures/quality_speed.pdf",
     default_target: True

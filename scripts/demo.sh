@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 .venv/bin/prunebench run demo --cores "${CORES:-2}" "$@"
 out=results/demo  # the preset's experiment
 echo
-echo "== $out/tables/quality.csv =="; cat "$out/tables/quality.csv"
+echo "== $out/tables/frontier.csv (perplexity, speed-up over dense, Pareto front) =="
+cut -d, -f3,4,7,8,16,20 "$out/tables/frontier.csv"
 echo
 echo "$out/ takes $(du -sh "$out" | cut -f1) (model folders: $out/models/)"
 echo "== what the demo made =="
-for f in tables/benchmark.csv tables/quality.csv tables/speedups.csv \
-         figures/throughput_latency.png figures/throughput_latency.pdf; do
+for f in tables/benchmark.csv tables/quality.csv tables/speedups.csv tables/frontier.csv \
+         figures/throughput_latency.png figures/throughput_latency.pdf \
+         figures/quality_speed.png figures/quality_speed.pdf; do
     if [ -f "$out/$f" ]; then echo "  $PWD/$out/$f"; else echo "  $PWD/$out/$f (missing)"; fi
 done

@@ -1,6 +1,8 @@
 """Depth pruning: budget solver, equivalence with skipping blocks, reload with stock transformers."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -112,3 +114,66 @@ def test_taylor_defaults_protect_first4_last2(calib):
     assert res.report["protected"] == {"first": 4, "last": 2}
     assert set(res.report["removed_blocks"]) <= {4, 5, 6, 7}
     assert len(res.report["removed_blocks"]) == 4  # the most it may remove
+
+
+@pytest.mark.parametrize("removed", [(), (2,), (0, 5)])
+def test_nll_without_matches_full_passes(tiny_model, calib, removed, tmp_path, monkeypatch):
+    """Starting from a block's cached input gives the NLL of a full pass without the blocks,
+    for every candidate, including the first and the last; the cache returns the same."""
+    from prunebench.methods.blocks import Skip, nll_without
+    from prunebench.perplexity import mean_nll
+    from prunebench import score_cache
+
+    cands = [b for b in range(8) if b not in removed]
+    got = nll_without(tiny_model, calib, removed, cands, 3)
+    for b in cands:
+        with Skip(tiny_model, list(removed) + [b]):
+            assert got[b] == pytest.approx(mean_nll(tiny_model, calib, 3), rel=1e-6, abs=1e-6)
+    monkeypatch.setenv(score_cache.ENV, str(tmp_path))
+    first = nll_without(tiny_model, calib, removed, cands, 3)
+    assert first == pytest.approx(got)
+    (f,) = tmp_path.glob("*.json")
+    assert len(json.loads(f.read_text())) == len(cands)
+    calls = []
+    monkeypatch.setattr("prunebench.methods.blocks._block_inputs", lambda *a: calls.append(a))
+    assert nll_without(tiny_model, calib, removed, cands, 3) == first and not calls  # all read back
+    with torch.no_grad():
+        tiny_model.model.layers[1].mlp.down_proj.weight.mul_(2)  # another model: another key
+    monkeypatch.undo()
+    monkeypatch.setenv(score_cache.ENV, str(tmp_path))
+    nll_without(tiny_model, calib, removed, cands[:1], 3)
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_random_control_draws_like_its_criterion(calib):
+    """A random control 'like: taylor' removes only blocks Taylor+ may remove, as many."""
+    from conftest import tiny_arch
+    from transformers import AutoConfig
+
+    from prunebench.methods.depth import keep
+
+    assert keep({"criterion": "random", "like": "taylor"}) == keep({"criterion": "taylor"}) == (4, 2)
+    assert keep({"criterion": "random"}) == (0, 0)
+    with pytest.raises(ValueError, match="like"):
+        keep({"criterion": "ppl", "like": "taylor"})
+    a = tiny_arch(layers=10)
+    a.pop("model_type")
+    for seed in range(6):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+        budget = Budget.from_config({"ratio": 0.3}, count_params(model))
+        res = get_method("depth")(model, calib, budget, {"criterion": "random", "like": "taylor", "seed": seed})
+        assert set(res.report["removed_blocks"]) <= set(range(4, 8)) and res.report["protected"] == {"first": 4, "last": 2}
+
+
+def test_demo_controls_draw_from_taylor_blocks():
+    """The demo's random controls: Taylor+'s eligible blocks, every budget."""
+    import yaml
+
+    from prunebench.methods.depth import keep
+    from workflow_util import ROOT
+
+    methods = yaml.safe_load((ROOT / "workflow/presets/demo.yaml").read_text())["methods"]
+    controls = [s for s in methods.values() if s["method"] == "depth" and s["criterion"] == "random"]
+    assert len(controls) >= 3
+    assert all(keep(s) == keep(methods["depth-taylor"]) for s in controls)

@@ -333,7 +333,7 @@ def test_pipeline_on_slurm(slurm_cluster, tmp_path):
     assert {k: len(v) for k, v in by_rule.items()} == EXPECTED, by_rule
     done = dict(re.findall(r"JobId=(\d+) .*?JobState=(\S+)", slurm_cluster.jobcomp.read_text()))
     assert all(done.get(j) == "COMPLETED" for j, _ in submitted), (submitted, done)
-    for local in ("aggregate", "figure", "all"):
+    for local in ("aggregate", "figure", "frontier", "all"):
         assert re.search(rf"localrule {local}:", log), local
 
     # sbatch options per rule: GPU rules ask for a GPU (device auto on a cluster), CPU rules don't

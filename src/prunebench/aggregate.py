@@ -19,8 +19,16 @@ roofline columns, torch, transformers.
 ``stable`` (both cells stable).  The same for time to first token and decode per token
 (``ttft_speedup``, ``decode_speedup``, medians' ratios).
 
-``results/tables/quality.csv`` -- one row per (model, method): model, family, method,
-params, params_ratio (vs dense), ppl, ppl_status, weights, removed_blocks.
+``results/tables/quality.csv`` -- one row per (model, method, budget, evaluation corpus):
+model, family, method, budget, params, params_ratio (vs dense), corpus, ppl with its 95 %
+interval (``ppl_ci_low``/``ppl_ci_high``), the mean NLL with its interval, n_windows,
+held_out (the corpus is also the calibration corpus: its windows avoid the calibration
+windows), ppl_status, weights, removed_blocks, widths_from_weights (the method chose its
+layer widths from the weights; with random weights that shape is not the method's).
+
+Every table row carries its ``budget`` (the budget tag, :func:`prunebench.config.budget_tag`;
+empty for dense) beside ``method`` (the config's method name): ``variants`` maps each pruned
+model's folder name to both; without it the folder name is the method and the budget is empty.
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ import pandas as pd
 from .io import cell_identity, check_record, read_json, write_csv
 
 BENCH_COLUMNS = [
-    "model", "family", "method", "backend", "params", "num_layers", "in_len", "out_len", "batch",
+    "model", "family", "method", "budget", "backend", "params", "num_layers", "in_len", "out_len", "batch",
     "latency_s", "latency_ci_low_s", "latency_ci_high_s", "latency_rel_ci", "runs", "stable", "stop_reason",
     "latency_p10_s", "latency_p90_s", "throughput_tok_s",
     "ttft_s", "ttft_ci_low_s", "ttft_ci_high_s", "decode_per_token_s", "decode_per_token_ci_low_s",
@@ -40,12 +48,19 @@ BENCH_COLUMNS = [
     "compile_s", "load_s", "backend_info", "hbm_bandwidth_gbs", "roofline_s", "roofline_frac", "torch", "transformers",
 ]
 SPEEDUP_COLUMNS = [
-    "model", "family", "method", "backend", "in_len", "out_len", "batch", "params", "baseline_params",
+    "model", "family", "method", "budget", "backend", "in_len", "out_len", "batch", "params", "baseline_params",
     "speedup", "speedup_ci_low", "speedup_ci_high", "verdict", "stable", "ttft_speedup", "decode_speedup",
 ]
 BASELINE = "dense"
-QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl", "ppl_status",
-                   "weights", "removed_blocks"]
+QUALITY_COLUMNS = ["model", "family", "method", "budget", "params", "params_ratio", "corpus", "ppl",
+                   "ppl_ci_low", "ppl_ci_high", "nll", "nll_ci_low", "nll_ci_high", "n_windows", "held_out",
+                   "ppl_status", "weights", "removed_blocks", "widths_from_weights"]
+
+
+def split_name(model: str, name: str, variants: dict | None) -> tuple[str, str]:
+    """``(method, budget tag)`` of a pruned model's folder ``name`` (see the module docstring)."""
+    v = (variants or {}).get(model, {}).get(name)
+    return (v["method"], v["budget"]) if v else (name, "")
 
 
 def read_cells(cell_paths: list[str], expect: dict | None = None) -> list[dict]:
@@ -60,11 +75,12 @@ def read_cells(cell_paths: list[str], expect: dict | None = None) -> list[dict]:
     return records
 
 
-def bench_table(records: list[dict], families: dict[str, str]) -> pd.DataFrame:
+def bench_table(records: list[dict], families: dict[str, str], variants: dict | None = None) -> pd.DataFrame:
     rows = []
     for rec in records:
         row = {k: rec.get(k) for k in BENCH_COLUMNS}
         row["family"] = families.get(rec["model"], rec["model"])
+        row["method"], row["budget"] = split_name(rec["model"], rec["method"], variants)
         v = rec.get("versions") or {}
         row["torch"], row["transformers"] = v.get("torch"), v.get("transformers")
         info = rec.get("backend_info")  # a dict (cells before it existed: absent -> empty)
@@ -76,14 +92,15 @@ def bench_table(records: list[dict], families: dict[str, str]) -> pd.DataFrame:
         row["host_other_running"] = max(others) if others else None
         rows.append(row)
     df = pd.DataFrame(rows, columns=BENCH_COLUMNS)
-    return df.sort_values(["model", "method", "backend", "in_len", "out_len", "batch"], kind="stable")
+    return df.sort_values(["model", "method", "budget", "backend", "in_len", "out_len", "batch"], kind="stable")
 
 
 def _cell_key(rec: dict) -> tuple:
     return rec["model"], rec["method"], rec.get("backend"), rec.get("in_len"), rec.get("out_len"), rec["batch"]
 
 
-def speedup_table(records: list[dict], families: dict[str, str], baseline: str = BASELINE) -> pd.DataFrame:
+def speedup_table(records: list[dict], families: dict[str, str], baseline: str = BASELINE,
+                  variants: dict | None = None) -> pd.DataFrame:
     """Every measured cell against its baseline cell (see the module docstring)."""
     from .timing import ratio_ci, verdict
 
@@ -98,18 +115,20 @@ def speedup_table(records: list[dict], families: dict[str, str], baseline: str =
         if len(base["latencies_s"]) < 2 or len(rec["latencies_s"]) < 2:
             lo = hi = None  # nothing to resample: no interval
         ratio = (lambda f: base[f] / rec[f] if base.get(f) and rec.get(f) else None)
+        meth, tag = split_name(model, method, variants)
         rows.append({
-            "model": model, "family": families.get(model, model), "method": method, "backend": backend,
+            "model": model, "family": families.get(model, model), "method": meth, "budget": tag, "backend": backend,
             "in_len": i, "out_len": o, "batch": b, "params": rec.get("params"), "baseline_params": base.get("params"),
             "speedup": r, "speedup_ci_low": lo, "speedup_ci_high": hi, "verdict": verdict(lo, hi),
             "stable": bool(base.get("stable")) and bool(rec.get("stable")),
             "ttft_speedup": ratio("ttft_s"), "decode_speedup": ratio("decode_per_token_s"),
         })
     df = pd.DataFrame(rows, columns=SPEEDUP_COLUMNS)
-    return df.sort_values(["model", "method", "backend", "in_len", "out_len", "batch"], kind="stable")
+    return df.sort_values(["model", "method", "budget", "backend", "in_len", "out_len", "batch"], kind="stable")
 
 
-def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[str, str]) -> pd.DataFrame:
+def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[str, str],
+                  variants: dict | None = None) -> pd.DataFrame:
     reports = {}
     for p in report_paths:
         r = read_json(p, required=("model", "method", "params_after"))
@@ -119,19 +138,30 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
         rec = read_json(p, required=("model", "method", "params"))
         r = reports.get((rec["model"], rec["method"]), {})
         dense = r.get("params_before") or rec["params"]
-        rows.append({
+        meth, tag = split_name(rec["model"], rec["method"], variants)
+        base = {
             "model": rec["model"], "family": families.get(rec["model"], rec["model"]),
-            "method": rec["method"], "params": rec["params"], "params_ratio": rec["params"] / dense,
-            "ppl": rec.get("ppl"), "ppl_status": rec.get("status"), "weights": rec.get("weights"),
+            "method": meth, "budget": tag, "params": rec["params"], "params_ratio": rec["params"] / dense,
+            "ppl_status": rec.get("status"), "weights": rec.get("weights"),
             "removed_blocks": " ".join(map(str, r["removed_blocks"])) if r.get("removed_blocks") is not None else "",
-        })
-    return pd.DataFrame(rows, columns=QUALITY_COLUMNS).sort_values(["model", "params"], ascending=[True, False], kind="stable")
+            "widths_from_weights": bool(r.get("widths_from_weights")),
+        }
+        corpora = rec.get("corpora")
+        if not corpora:  # skipped (random weights), or a record of one corpus
+            corpora = {rec.get("corpus"): {k: rec.get(k) for k in ("ppl", "n_windows")}}
+        for corpus, c in corpora.items():
+            rows.append({**base, "corpus": corpus, "held_out": bool(c.get("held_out_from_calibration")),
+                         **{k: c.get(k) for k in ("ppl", "ppl_ci_low", "ppl_ci_high", "nll", "nll_ci_low",
+                                                  "nll_ci_high", "n_windows")}})
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS).sort_values(
+        ["model", "corpus", "params"], ascending=[True, True, False], kind="stable")
 
 
 def run(cells: list[str], ppls: list[str], reports: list[str], bench_out: str, quality_out: str,
-        families: dict[str, str], speedups_out: str | None = None, expect: dict | None = None) -> None:
+        families: dict[str, str], speedups_out: str | None = None, expect: dict | None = None,
+        variants: dict | None = None) -> None:
     records = read_cells(cells, expect)
-    write_csv(bench_out, bench_table(records, families))
+    write_csv(bench_out, bench_table(records, families, variants))
     if speedups_out:
-        write_csv(speedups_out, speedup_table(records, families))
-    write_csv(quality_out, quality_table(ppls, reports, families))
+        write_csv(speedups_out, speedup_table(records, families, variants=variants))
+    write_csv(quality_out, quality_table(ppls, reports, families, variants))

@@ -121,9 +121,10 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
     corpora = _mapping(config, "corpora")
     for key in ("calibration", "perplexity"):
         if ok(key, "corpus") and isinstance(config.get("corpora"), dict):
-            name = config[key]["corpus"]
-            if name not in corpora:
-                errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(map(str, corpora))})")
+            names = config[key]["corpus"]
+            for name in [names] if isinstance(names, str) else names:
+                if name not in corpora:
+                    errs.append(f"config key {key}.corpus: {name!r} is not an entry of corpora ({sorted(map(str, corpora))})")
 
     from .corpus import CorpusError, check_spec
 
@@ -136,6 +137,8 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
 
     methods = _method_settings(config, ok, errs)
     for name, spec in _mapping(config, "models").items():
+        if ok("models", name, "budget") and ok("models", name, "budgets"):
+            errs += _budget_list_errors(name, spec)
         if ok("models", name, "weights"):
             errs += _model_errors(name, spec, ok, methods, seen)
 
@@ -153,7 +156,22 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
             for item in bench.get(key) or []:
                 if item not in pool:
                     errs.append(f"config key benchmark.{key}: {item!r} is not an entry of {key} ({sorted(map(str, pool))})")
-    return list(dict.fromkeys(errs))  # a method's setting refused for several models: once
+    if ok("frontier") and ok("benchmark") and ok("methods") and isinstance(config.get("frontier"), dict):
+        errs += _frontier_errors(config)
+    return list(dict.fromkeys(errs))
+
+
+def _frontier_errors(config: dict) -> list[str]:
+    """``frontier.*`` names a cell of the benchmark grid and existing methods."""
+    f, b, errs = config["frontier"], config["benchmark"], []
+    for key, pool in FRONTIER_CELL.items():
+        if f.get(key) is not None and f[key] not in b[pool]:
+            errs.append(f"config key frontier.{key}: {f[key]!r} is not one of benchmark.{pool} ({b[pool]})")
+    for item in f.get("methods") or []:
+        if item not in config["methods"]:
+            errs.append(f"config key frontier.methods: {item!r} is not an entry of methods "
+                        f"({sorted(map(str, config['methods']))})")
+    return errs  # a method's setting refused for several models: once
 
 
 def _method_settings(config: dict, ok, errs: list[str]) -> dict[str, tuple[str, dict]]:
@@ -218,28 +236,51 @@ def _model_errors(name: str, spec: dict, ok, methods: dict, seen: list) -> list[
         seen.append(str(local_config(spec["path"])))
     if tok and info is not None and not path_problem(tok, what="tokenizer"):
         errs += [f"config key {k}.tokenizer: {why}" for why in [tokenizer_problem(tok, info.vocab)] if why]
-    if ok("models", name, "budget"):
-        errs += _budget_errors(k, spec["budget"], info, methods)
+    if ok("models", name, "budget") and ok("models", name, "budgets"):
+        for key, budget in _budget_keys(name, spec):
+            errs += _budget_errors(key, budget, info, methods)
+    return errs
+
+
+def _budget_keys(name: str, spec: dict) -> list[tuple[str, dict]]:
+    """``(config key, budget)`` of every budget of ``models.<name>``."""
+    out = [(f"models.{name}.budget", spec["budget"])] if spec.get("budget") else []
+    return out + [(f"models.{name}.budgets[{i}]", b) for i, b in enumerate(spec.get("budgets") or [])]
+
+
+def _budget_list_errors(name: str, spec: dict) -> list[str]:
+    """A model has at least one budget, and no budget twice."""
+    keys = _budget_keys(name, spec)
+    if not keys:
+        return [f"config key models.{name}.budget: required, missing (or a list of budgets under budgets)"]
+    errs, seen = [], {}
+    for key, b in keys:
+        tag = budget_tag(b)
+        if tag in seen:
+            errs.append(f"config key {key}: the same budget ({tag}) as {seen[tag]}")
+        seen.setdefault(tag, key)
     return errs
 
 
 def _budget_errors(k: str, budget: dict, info, methods: dict) -> list[str]:
-    """The budget against the dense model (where known) and every method's reachable range."""
+    """The budget at config key ``k`` against the dense model (where known) and every
+    method's reachable range."""
     import math
 
     from .methods import Budget, budget_problem
 
     p = budget.get("params")
+    model = k.rsplit(".", 1)[0]
     if p is not None and not math.isfinite(p):
-        return [f"config key {k}.budget.params: must be a finite number, got {p!r}"]
+        return [f"config key {k}.params: must be a finite number, got {p!r}"]
     if p is not None and int(p) < 1:
-        return [f"config key {k}.budget.params: {p!r} rounds to {int(p)} parameters"]
+        return [f"config key {k}.params: {p!r} rounds to {int(p)} parameters"]
     if info is None:
         return []
     if p is not None and p >= info.total:
-        return [f"config key {k}.budget.params: {p:,.0f} is not smaller than the dense model ({info.total:,} parameters)"]
+        return [f"config key {k}.params: {p:,.0f} is not smaller than the dense model ({info.total:,} parameters)"]
     try:
-        target = Budget.from_config(budget, info.total, key=f"{k}.budget").target_params
+        target = Budget.from_config(budget, info.total, key=k).target_params
     except ValueError as exc:
         return [str(exc)]
     errs = []
@@ -247,10 +288,10 @@ def _budget_errors(k: str, budget: dict, info, methods: dict) -> list[str]:
         try:
             why = budget_problem(algo, info, settings, target)
         except ValueError as exc:
-            errs.append(f"config key methods.{meth}.{exc} ({k} has {info.n_layers} layers)")
+            errs.append(f"config key methods.{meth}.{exc} ({model} has {info.n_layers} layers)")
             continue
         if why:
-            errs.append(f"config key {k}.budget: methods.{meth}: {why}")
+            errs.append(f"config key {k}: methods.{meth}: {why}")
     return errs
 
 
@@ -341,14 +382,29 @@ def bench_methods(config: dict) -> list[str]:
     return list(config["benchmark"].get("methods") or config["methods"])
 
 
+# budgets, variants, evaluation corpora, the frontier cell (re-exported: the rules read them here)
+from .variants import (FRONTIER_CELL, VARIANT_PATTERN, VARIANT_SEP, budget_tag, eval_corpora,  # noqa: E402,F401
+                       frontier_cell, split_variant, takes_budget, variant, variants)
+
+
 def cells(config: dict) -> list[dict]:
+    """Every benchmark cell: the grid of ``benchmark.methods`` (at every budget, or, with
+    ``benchmark.sweep_cells: frontier``, at ``models.*.budget`` and the frontier cell for
+    the budgets of ``models.*.budgets``), and the frontier cell of ``frontier.methods`` at
+    every budget; ``method`` is the variant's folder name."""
     b = config["benchmark"]
-    return [
-        dict(model=m, method=meth, backend=be, in_len=i, out_len=o, batch=bs)
-        for m, meth, be, i, o, bs in itertools.product(
-            bench_models(config), bench_methods(config), b["backends"], b["input_lengths"],
-            b["output_lengths"], b["batch_sizes"])
-    ]
+    fc = frontier_cell(config)
+    whole = b.get("sweep_cells", "grid") == "grid"
+    grid = [dict(backend=be, in_len=i, out_len=o, batch=bs) for be, i, o, bs in itertools.product(
+        b["backends"], b["input_lengths"], b["output_lengths"], b["batch_sizes"])]
+    out = []
+    for m in bench_models(config):
+        for v in variants(config, m, bench_methods(config)):
+            swept = split_variant(v["name"])[1] is not None
+            out += [dict(model=m, method=v["name"], **c) for c in (grid if whole or not swept else [fc])]
+        extra = [x for x in (config.get("frontier") or {}).get("methods") or [] if x not in bench_methods(config)]
+        out += [dict(model=m, method=v["name"], **fc) for v in variants(config, m, extra)]
+    return out
 
 
 #: cell fields that must equal a config value (field -> dotted config key); aggregation

@@ -5,8 +5,13 @@ Two splits, both ``[n, seq_len]`` int64 tensors in ``results/<experiment>/data/<
 
 ``calibration``  ``n_samples`` windows of ``seq_len`` tokens at seeded random offsets of
                  the tokenised corpus (the paper: 10 x 128 BookCorpus tokens).
-``eval``         consecutive non-overlapping windows of ``seq_len`` tokens from the start
-                 of the evaluation corpus (WikiText-2 style), at most ``max_windows``.
+``eval-<corpus>`` consecutive non-overlapping windows of ``seq_len`` tokens from the start
+                 of one evaluation corpus (WikiText-2 style), at most ``max_windows``.  When
+                 the evaluation corpus is also the calibration corpus (``held_out``: the
+                 calibration settings), no window shares a token position with a
+                 calibration window: the calibration windows' starts are drawn again from
+                 the same stream and seed, and a window that would overlap one is skipped
+                 (the next starts after it).  The sidecar records the windows' starts.
 
 A model with ``weights: random`` and no ``tokenizer`` gets seeded random token ids:
 such a model is only benchmarked, its perplexity is not computed.
@@ -57,29 +62,58 @@ def tokenize_corpus(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def calibration_windows(stream: torch.Tensor, n: int, seq_len: int, seed: int) -> torch.Tensor:
-    if stream.numel() < seq_len + 1:
-        raise ConfigError(f"config key calibration.seq_len: the corpus has {stream.numel()} tokens, "
+def calibration_starts(n_tokens: int, n: int, seq_len: int, seed: int) -> list[int]:
+    """Where the ``n`` calibration windows of a stream of ``n_tokens`` start (seeded)."""
+    if n_tokens < seq_len + 1:
+        raise ConfigError(f"config key calibration.seq_len: the corpus has {n_tokens} tokens, "
                           f"fewer than seq_len + 1 = {seq_len + 1}")
     g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, stream.numel() - seq_len, (n,), generator=g)
-    return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+    return torch.randint(0, n_tokens - seq_len, (n,), generator=g).tolist()
 
 
-def eval_windows(stream: torch.Tensor, seq_len: int, max_windows: int | None) -> torch.Tensor:
-    n = stream.numel() // seq_len
-    if max_windows:
-        n = min(n, max_windows)
-    if n == 0:
-        raise ConfigError(f"config key perplexity.seq_len: the corpus has {stream.numel()} tokens, "
-                          f"fewer than seq_len = {seq_len}")
-    return stream[: n * seq_len].view(n, seq_len).clone()
+def calibration_windows(stream: torch.Tensor, n: int, seq_len: int, seed: int) -> torch.Tensor:
+    starts = calibration_starts(stream.numel(), n, seq_len, seed)
+    return torch.stack([stream[s : s + seq_len] for s in starts])
+
+
+def eval_starts(n_tokens: int, seq_len: int, max_windows: int | None,
+                exclude: list[tuple[int, int]] = ()) -> list[int]:
+    """Starts of consecutive non-overlapping windows from the stream's start, at most
+    ``max_windows``; a window that would overlap a token range ``[a, b)`` of ``exclude`` is
+    not taken, the next one starts at ``b``."""
+    ranges = sorted(exclude)
+    starts, s = [], 0
+    while s + seq_len <= n_tokens and not (max_windows and len(starts) >= max_windows):
+        hit = [b for a, b in ranges if a < s + seq_len and b > s]
+        if hit:
+            s = max(hit)
+            continue
+        starts.append(s)
+        s += seq_len
+    if not starts:
+        raise ConfigError(f"config key perplexity.seq_len: the corpus has {n_tokens} tokens, "
+                          f"no window of seq_len = {seq_len} outside the calibration windows")
+    return starts
+
+
+def eval_windows(stream: torch.Tensor, seq_len: int, max_windows: int | None,
+                 held_out: dict | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Evaluation windows and their starts; ``held_out`` (calibration ``n_samples``,
+    ``seq_len``, ``seed``): none overlaps a calibration window of the same stream."""
+    exclude = []
+    if held_out:
+        c_len = held_out["seq_len"]
+        exclude = [(a, a + c_len) for a in calibration_starts(stream.numel(), held_out["n_samples"], c_len,
+                                                              held_out["seed"])]
+    starts = eval_starts(stream.numel(), seq_len, max_windows, exclude)
+    return torch.stack([stream[s : s + seq_len] for s in starts]), starts
 
 
 def run(split: str, spec: dict, corpus_path: str, out_path: str, *, model_name: str,
         corpus_name: str, settings: dict) -> dict:
-    """``settings``: n_samples (calibration), seq_len, seed, max_windows (eval)."""
+    """``settings``: n_samples (calibration), seq_len, seed, max_windows and held_out (eval)."""
     n_samples, seq_len = settings.get("n_samples"), settings["seq_len"]
+    extra: dict = {}
     seed, max_windows = settings.get("seed", 0), settings.get("max_windows")
     tokenizer = get_tokenizer(spec)
     if tokenizer is None:
@@ -94,10 +128,12 @@ def run(split: str, spec: dict, corpus_path: str, out_path: str, *, model_name: 
         if split == "calibration":
             ids = calibration_windows(stream, n_samples, seq_len, seed)
         else:
-            ids = eval_windows(stream, seq_len, max_windows)
+            held_out = settings.get("held_out")
+            ids, starts = eval_windows(stream, seq_len, max_windows, held_out)
+            extra = {"starts": starts, "held_out_from_calibration": held_out}
         source, tok_name = corpus_name, getattr(tokenizer, "name_or_path", None)
     meta = {"model": model_name, "split": split, "corpus": source, "tokenizer": tok_name,
-            "seed": seed, "shape": list(ids.shape), "seq_len": seq_len}
+            "seed": seed, "shape": list(ids.shape), "seq_len": seq_len, **extra}
     save_tokens(out_path, ids, meta)
     return meta
 

@@ -198,6 +198,16 @@ def draw(df: pd.DataFrame, title: str | None = None):
     return fig
 
 
+def line_names(df: pd.DataFrame) -> pd.Series:
+    """One line per method and budget: ``method`` where a method has one budget, else
+    ``method @ budget`` (the ``budget`` column of a budget sweep)."""
+    if "budget" not in df:
+        return df["method"]
+    budget = df["budget"].astype(object).where(df["budget"].notna(), "").astype(str)
+    several = df.assign(budget=budget).groupby(["family", "method"])["budget"].transform("nunique") > 1
+    return df["method"].where(~several, df["method"] + " @ " + budget)
+
+
 def run(bench_csv: str, out_png: str, out_pdf: str) -> None:
     """One row of panels per model family -- per (family, backend) when several backends ran."""
     df = pd.read_csv(bench_csv)
@@ -205,6 +215,7 @@ def run(bench_csv: str, out_png: str, out_pdf: str) -> None:
         raise ValueError(f"{bench_csv}: no benchmark rows to plot")
     if df["backend"].nunique() > 1:
         df = df.assign(family=df["family"] + " · " + df["backend"])
+    df = df.assign(method=line_names(df))
     devices = ", ".join(sorted(set(map(str, df["device_name"].dropna()))))
     weights = ", ".join(sorted(set(map(str, df["weights"].dropna()))))
     backends = ", ".join(sorted(set(map(str, df["backend"]))))

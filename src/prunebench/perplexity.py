@@ -1,9 +1,13 @@
 """Perplexity stage: mean next-token NLL over non-overlapping windows, exponentiated.
 
-Input: the token windows of the evaluation split (``[n_windows, seq_len]``) written by
-the data stage.  Every window is scored independently (no context carried over), the
-loss of all predicted tokens (``seq_len - 1`` per window) is averaged
-(:func:`prunebench.likelihood.mean_nll`), ``ppl = exp``.
+Input: the token windows of every evaluation corpus (``[n_windows, seq_len]`` each, written
+by the data stage), scored by one job per model (the model is loaded once).  Every window is
+scored independently (no context carried over), the loss of all predicted tokens
+(``seq_len - 1`` per window) is averaged, ``ppl = exp``.  The windows are the sampling
+units: the mean NLL's 95 % interval is Student's t over the windows' mean NLLs (every window
+predicts the same number of tokens, so their mean is the mean over tokens), and the
+perplexity's interval is its exponential.  The record holds one entry per corpus under
+``corpora``; ``ppl`` is the first corpus's.
 """
 from __future__ import annotations
 
@@ -11,8 +15,81 @@ import math
 import time
 
 import torch
+from tqdm.auto import tqdm
 
 from .likelihood import mean_nll
+
+
+@torch.no_grad()
+def window_nlls(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = False,
+                desc: str = "perplexity") -> torch.Tensor:
+    """Mean next-token NLL of each window of ``ids`` ([n, L]) under ``model`` ([n], float64)."""
+    device = next(model.parameters()).device
+    out = []
+    for start in tqdm(range(0, ids.shape[0], batch_size), desc=desc, disable=not progress, mininterval=2):
+        x = ids[start : start + batch_size].to(device)
+        logits = model(input_ids=x, use_cache=False).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        out.append(-logp.gather(-1, x[:, 1:, None]).squeeze(-1).double().mean(dim=1).cpu())
+    return torch.cat(out)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Quantile ``p`` (> 0.5) of Student's t with ``df`` degrees of freedom, by bisection
+    on its CDF (regularised incomplete beta, continued fraction)."""
+    def cdf(t: float) -> float:
+        x = df / (df + t * t)
+        return 1.0 - 0.5 * _betainc(df / 2.0, 0.5, x)
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2.0
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) (Lentz's continued fraction)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-15:
+            break
+    return front * (f - 1.0)
+
+
+def nll_summary(nlls: torch.Tensor, level: float = 0.95) -> dict:
+    """Mean NLL over windows with its ``level`` interval (Student's t), and the perplexity
+    with the interval's exponential (null interval for a single window)."""
+    n = int(nlls.numel())
+    mean = float(nlls.mean())
+    half = None
+    if n >= 2:
+        half = t_quantile(0.5 + level / 2, n - 1) * float(nlls.std(unbiased=True)) / math.sqrt(n)
+    ppl = (lambda v: math.exp(v) if v is not None and v < 700 else (None if v is None else float("inf")))
+    lo, hi = (mean - half, mean + half) if half is not None else (None, None)
+    return {"ppl": ppl(mean), "ppl_ci_low": ppl(lo), "ppl_ci_high": ppl(hi), "nll": mean,
+            "nll_ci_low": lo, "nll_ci_high": hi, "n_windows": n}
 
 
 def perplexity(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = False) -> float:
@@ -20,8 +97,9 @@ def perplexity(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = F
     return math.exp(nll) if nll < 700 else float("inf")
 
 
-def run(model_dir: str, data_path: str, out_path: str, *, model_name: str, method: str,
+def run(model_dir: str, data_paths: dict, out_path: str, *, model_name: str, method: str,
         batch_size: int, device: str, dtype: str) -> dict:
+    """``data_paths``: ``{corpus name: evaluation windows}``, scored in this order."""
     from . import data as data_mod
     from .io import write_json
     from .devices import resolve_device
@@ -31,18 +109,23 @@ def run(model_dir: str, data_path: str, out_path: str, *, model_name: str, metho
     record = {"model": model_name, "method": method, "params": man["params"],
               "weights": weights_kind(model_dir)}
     if record["weights"] == "random":
-        record.update(ppl=None, status="skipped",
+        record.update(ppl=None, status="skipped", corpora={},
                       reason="random weights: perplexity is meaningless, efficiency numbers only")
         write_json(out_path, record)
         return record
-    ids, meta = data_mod.load_tokens(data_path)
+    windows = {name: data_mod.load_tokens(path) for name, path in data_paths.items()}
     dev = resolve_device(device)
     model = load_model(model_dir, dtype=dtype, device=dev)
-    t0 = time.perf_counter()
-    ppl = perplexity(model, ids, batch_size=batch_size, progress=True)
-    record.update(ppl=ppl, status="ok", n_windows=int(ids.shape[0]), seq_len=int(ids.shape[1]),
-                  corpus=meta.get("corpus"), seconds=round(time.perf_counter() - t0, 3),
-                  device=str(dev), dtype=dtype)
+    corpora = {}
+    for name, (ids, meta) in windows.items():
+        t0 = time.perf_counter()
+        nlls = window_nlls(model, ids, batch_size=batch_size, progress=True, desc=f"perplexity {name}")
+        corpora[name] = {**nll_summary(nlls), "seq_len": int(ids.shape[1]), "corpus": meta.get("corpus"),
+                         "held_out_from_calibration": bool(meta.get("held_out_from_calibration")),
+                         "seconds": round(time.perf_counter() - t0, 3)}
+    first = next(iter(corpora.values()))
+    record.update(ppl=first["ppl"], status="ok", corpora=corpora, n_windows=first["n_windows"],
+                  seq_len=first["seq_len"], corpus=first["corpus"], device=str(dev), dtype=dtype,
+                  seconds=round(sum(c["seconds"] for c in corpora.values()), 3))
     write_json(out_path, record)
     return record
-

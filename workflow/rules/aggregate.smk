@@ -10,6 +10,7 @@ rule aggregate:
         speedups=f"{RESULTS}/tables/speedups.csv",
     params:
         families=J(pbconfig.families(config)),
+        variants=J(all_variants()),  # folder name -> method and budget columns
         expect=J(pbconfig.cell_expectations(config)),  # what every cell must record
         cells=lambda wc, input: J(list(input.cells)),
         ppl=lambda wc, input: J(list(input.ppl)),
@@ -21,5 +22,5 @@ rule aggregate:
     shell:
         "{PY} aggregate cells={params.cells:q} ppls={params.ppl:q} reports={params.reports:q}"
         " bench_out={output.bench:q} quality_out={output.quality:q} speedups_out={output.speedups:q}"
-        " families={params.families:q} expect={params.expect:q}"
+        " families={params.families:q} expect={params.expect:q} variants={params.variants:q}"
         " > {log:q} 2>&1"

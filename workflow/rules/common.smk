@@ -46,11 +46,24 @@ def J(obj):
 
 
 def model_spec(model):
-    return J(config["models"][model])
+    """The model's entry without its budgets (the base model and its tokens do not depend on
+    them: a new budget reruns no source or data job)."""
+    return J({k: v for k, v in config["models"][model].items() if k not in ("budget", "budgets")})
 
 
-def method_spec(method):
-    return J(config["methods"][method])
+def method_spec(variant):
+    """The methods entry of a pruned model's folder name (method or method@budget)."""
+    return J(config["methods"][pbconfig.split_variant(variant)[0]])
+
+
+def variant_budget(model, variant):
+    """The budget config of a pruned model's folder name (null for dense)."""
+    return J(pbconfig.variant(config, model, variant)["budget"])
+
+
+def eval_data(model):
+    """The evaluation windows of every evaluation corpus: {corpus: path}."""
+    return {c: f"{RESULTS}/data/{model}/eval-{c}.safetensors" for c in pbconfig.eval_corpora(config)}
 
 
 def gpu_resources(device):
@@ -78,13 +91,13 @@ def bench_threads(device):
 
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    method=r"(?!base$)[A-Za-z0-9][A-Za-z0-9._-]*",  # 'base' is the source stage's folder
+    method=pbconfig.VARIANT_PATTERN,  # a method, '@' and a budget tag in a sweep; 'base' is the source stage's folder
     corpus=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     backend=r"[a-z0-9-]+",
     in_len=r"\d+",
     out_len=r"\d+",
     batch=r"\d+",
-    split=r"calibration|eval",
+    split=r"calibration|eval-[A-Za-z0-9][A-Za-z0-9._-]*",  # eval-<corpus>
 
 
 def all_cells():
@@ -92,8 +105,14 @@ def all_cells():
 
 
 def all_ppl():
-    return [f"{RESULTS}/perplexity/{m}/{meth}.json" for m in config["models"] for meth in config["methods"]]
+    return [f"{RESULTS}/perplexity/{m}/{v['name']}.json" for m in config["models"] for v in pbconfig.variants(config, m)]
 
 
 def all_reports():
-    return [f"{RESULTS}/prune/{m}/{meth}.json" for m in config["models"] for meth in config["methods"]]
+    return [f"{RESULTS}/prune/{m}/{v['name']}.json" for m in config["models"] for v in pbconfig.variants(config, m)]
+
+
+def all_variants():
+    """{model: {folder name: {method, budget tag}}}: what the tables' method and budget columns say."""
+    return {m: {v["name"]: {"method": v["method"], "budget": v["tag"]} for v in pbconfig.variants(config, m)}
+            for m in config["models"]}

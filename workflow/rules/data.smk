@@ -1,7 +1,7 @@
 # Tokenisation: corpus -> calibration windows / evaluation windows for one model's tokenizer.
 def _data_corpus(wc):
-    key = "calibration" if wc.split == "calibration" else "perplexity"
-    return config[key]["corpus"]
+    """calibration: the calibration corpus; eval-<corpus>: that evaluation corpus."""
+    return config["calibration"]["corpus"] if wc.split == "calibration" else wc.split[len("eval-"):]
 
 
 def _data_input(wc):
@@ -15,9 +15,12 @@ def _data_params(wc):
     if wc.split == "calibration":
         c = config["calibration"]
         return J({"n_samples": c["n_samples"], "seq_len": c["seq_len"], "seed": c["seed"], "max_windows": None})
-    p = config["perplexity"]
-    return J({"n_samples": None, "seq_len": p["seq_len"], "seed": config["calibration"]["seed"],
-              "max_windows": p["max_windows"]})
+    p, c = config["perplexity"], config["calibration"]
+    # evaluation windows of the calibration corpus avoid every calibration window
+    held_out = ({"n_samples": c["n_samples"], "seq_len": c["seq_len"], "seed": c["seed"]}
+                if _data_corpus(wc) == c["corpus"] else None)
+    return J({"n_samples": None, "seq_len": p["seq_len"], "seed": c["seed"],
+              "max_windows": p["max_windows"], "held_out": held_out})
 
 
 rule data:

@@ -1,25 +1,36 @@
 # Pruning: base model + calibration windows -> pruned model folder + JSON report.
+def _previous_budget(wc):
+    """The report of the same method's previous budget: the budgets of one method run one
+    after the other, so that the calibration scores the first computed are read from the
+    score cache by the next (ancient: a rerun of one does not outdate the other)."""
+    names = [v["name"] for v in pbconfig.variants(config, wc.model, [pbconfig.split_variant(wc.method)[0]])]
+    i = names.index(wc.method)
+    return [f"{RESULTS}/prune/{wc.model}/{names[i - 1]}.json"] if i > 0 else []
+
+
 rule prune:
     input:
         base=f"{RESULTS}/models/{{model}}/base/prunebench.json",
         calibration=f"{RESULTS}/data/{{model}}/calibration.safetensors",
+        after=ancient(_previous_budget),
     output:
         manifest=f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json",
         report=f"{RESULTS}/prune/{{model}}/{{method}}.json",
     params:
         method=lambda wc: method_spec(wc.method),
-        budget=lambda wc: J(config["models"][wc.model]["budget"]),
+        budget=lambda wc: variant_budget(wc.model, wc.method),
         device=config["pruning"]["device"],
         dtype=config["pruning"]["dtype"],
         seed=config["pruning"]["seed"],
+        score_cache=f"{RESULTS}/cache/scores",  # calibration NLLs shared between jobs (prunebench.score_cache)
     resources:
-        gpu=lambda wc: 0 if config["methods"][wc.method]["method"] == "dense" else gpu_resources(config["pruning"]["device"]),
+        gpu=lambda wc: gpu_resources(config["pruning"]["device"]) if pbconfig.variant(config, wc.model, wc.method)["budget"] else 0,
     log:
         f"{RESULTS}/logs/prune/{{model}}/{{method}}.log",
     conda:
         "../../envs/prunebench.yaml"
     shell:
-        "{PY} prune base_dir=$(dirname {input.base:q}) calibration_path={input.calibration:q}"
+        "PRUNEBENCH_SCORE_CACHE={params.score_cache:q} {PY} prune base_dir=$(dirname {input.base:q}) calibration_path={input.calibration:q}"
         " out_dir=$(dirname {output.manifest:q}) report_path={output.report:q}"
         " model_name={wildcards.model} method_name={wildcards.method} method_spec={params.method:q}"
         " budget_cfg={params.budget:q} device={params.device} dtype={params.dtype} seed={params.seed}"

@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 
-STAGES = ("corpus", "data", "source", "prune", "perplexity", "benchmark", "aggregate", "figure")
+STAGES = ("corpus", "data", "source", "prune", "perplexity", "benchmark", "aggregate", "figure", "frontier")
 
 
 def parse_kwargs(fn, items: list[str]) -> dict:

@@ -97,6 +97,65 @@ class Skip:
         self.model.config.num_hidden_layers = self.n
 
 
+# --------------------------------------------------------------------------- PPL without blocks
+
+@torch.no_grad()
+def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int], batch_size: int) -> dict[int, float]:
+    """Mean next-token NLL of ``calibration`` under ``model`` without the blocks ``removed``
+    and ``b``, for every ``b`` in ``candidates`` (the quantity of the PPL criterion and of
+    SLEB's steps).
+
+    Removing ``b`` leaves the blocks before it unchanged: one pass of the model without
+    ``removed`` records the input of every block, and each candidate's pass starts there,
+    running only the blocks after ``b`` (with the same positions and causal mask, as
+    ``inputs_embeds``).  That is half the blocks of a full pass on average, the same
+    numbers as :class:`Skip` and a full pass each (a test checks it).
+
+    With ``PRUNEBENCH_SCORE_CACHE`` set (the prune rule sets it), values already computed
+    for the same model, calibration tokens and batch size -- by another budget of the same
+    method, or by another method -- are read from there, and new ones added
+    (:func:`score_cache`)."""
+    from .. import score_cache
+
+    device = next(model.parameters()).device
+    layers = model.model.layers
+    kept = [j for j in range(len(layers)) if j not in set(removed)]
+    store = score_cache.open_for(model, calibration, batch_size)
+    done = {b: store.get(sorted(set(removed) | {b})) for b in candidates}
+    todo = [b for b in candidates if done[b] is None]
+    if todo:
+        totals, count = {b: 0.0 for b in todo}, 0
+        for start in range(0, calibration.shape[0], batch_size):
+            x = calibration[start:start + batch_size].to(device)
+            inputs = _block_inputs(model, x, kept)
+            for b in todo:
+                k = kept.index(b)
+                with Skip(model, [j for j in range(len(layers)) if j not in kept[k + 1:]]):
+                    logits = model(inputs_embeds=inputs[k], use_cache=False).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                totals[b] -= logp.gather(-1, x[:, 1:, None]).sum().item()
+            count += x[:, 1:].numel()
+        for b in todo:
+            done[b] = totals[b] / max(count, 1)
+            store.put(sorted(set(removed) | {b}), done[b])
+        store.save()
+    return done
+
+
+def _block_inputs(model, x: torch.Tensor, kept: list[int]) -> list[torch.Tensor]:
+    """The input of each block of ``kept`` when the model without the other blocks runs on ``x``."""
+    seen: list[torch.Tensor] = []
+    hooks = [model.model.layers[j].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+             for j in kept]
+    try:
+        with Skip(model, [j for j in range(len(model.model.layers)) if j not in kept]):
+            model.model(input_ids=x, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
 # --------------------------------------------------------------------------- hidden states
 
 class HiddenStateScorer(Protocol):

@@ -10,9 +10,12 @@ Settings (``methods.<name>`` in the config):
                   calibration loss; the lowest-scoring blocks go, but never the first
                   ``keep_first`` (4) nor the last ``keep_last`` (2) blocks.
     ``random`` -- a seeded random choice of blocks (``seed``): the control that shows
-                  whether a criterion is better than chance.
+                  whether a criterion is better than chance.  ``like: <criterion>``
+                  draws from the blocks that criterion may remove (its protected
+                  blocks), so that chance competes on equal terms.
 ``keep_first``, ``keep_last``
-    blocks protected from removal (defaults: 0/0 for ``ppl``, 4/2 for ``taylor``).
+    blocks protected from removal (defaults: 0/0 for ``ppl``, 4/2 for ``taylor``; for
+    ``random``, those of ``like``, else 0/0).
 ``batch_size``
     calibration batch size for scoring.
 
@@ -27,9 +30,8 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ..likelihood import mean_nll
 from .base import Budget, PrunedModel, register
-from .blocks import Skip as _Skip, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
+from .blocks import Skip as _Skip, nll_without, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
 
 DEFAULT_KEEP = {"ppl": (0, 0), "taylor": (4, 2), "random": (0, 0)}
 
@@ -42,11 +44,10 @@ SCORE_MEANING = {
 
 
 def ppl_scores(model, calibration: torch.Tensor, batch_size: int) -> list[float]:
-    scores = []
-    for i in tqdm(range(len(model.model.layers)), desc="PPL criterion: blocks", mininterval=2):
-        with _Skip(model, i):
-            scores.append(math.exp(min(mean_nll(model, calibration, batch_size), 700)))
-    return scores
+    """Calibration PPL without each block (:func:`~prunebench.methods.blocks.nll_without`:
+    each pass starts from the block's cached input)."""
+    nll = nll_without(model, calibration, (), list(range(len(model.model.layers))), batch_size)
+    return [math.exp(min(nll[i], 700)) for i in range(len(model.model.layers))]
 
 
 def taylor_scores(model, calibration: torch.Tensor, batch_size: int) -> list[float]:
@@ -88,6 +89,7 @@ SETTINGS = {
     "properties": {
         "criterion": {"enum": ["ppl", "taylor", "random"]},
         "seed": {"type": "integer"},
+        "like": {"enum": ["ppl", "taylor"], "description": "random: draw from the blocks this criterion may remove"},
         "keep_first": {"type": "integer", "minimum": 0},
         "keep_last": {"type": "integer", "minimum": 0},
         "batch_size": {"type": "integer", "minimum": 1},
@@ -96,8 +98,14 @@ SETTINGS = {
 
 
 def keep(settings: dict) -> tuple[int, int]:
-    """``keep_first``/``keep_last``: the criterion's defaults unless set."""
-    first, last = DEFAULT_KEEP.get(settings.get("criterion", "ppl"), (0, 0))
+    """``keep_first``/``keep_last``: the criterion's defaults (a random control's: those of
+    the criterion it is ``like``) unless set."""
+    criterion = settings.get("criterion", "ppl")
+    if settings.get("like") is not None:
+        if criterion != "random":
+            raise ValueError(f"like: only a random criterion draws like another one (criterion is {criterion!r})")
+        criterion = settings["like"]
+    first, last = DEFAULT_KEEP.get(criterion, (0, 0))
     return settings.get("keep_first", first), settings.get("keep_last", last)
 
 
@@ -106,9 +114,7 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
     criterion = settings.get("criterion", "ppl")
     if criterion not in DEFAULT_KEEP:
         raise ValueError(f"methods.*.criterion: unknown depth criterion {criterion!r}; expected {sorted(DEFAULT_KEEP)}")
-    keep_first, keep_last = DEFAULT_KEEP[criterion]
-    keep_first = settings.get("keep_first", keep_first)
-    keep_last = settings.get("keep_last", keep_last)
+    keep_first, keep_last = keep(settings)
     bs = settings.get("batch_size", 8)
     n_layers = len(model.model.layers)
 
@@ -120,5 +126,5 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
         g = torch.Generator().manual_seed(settings.get("seed", 0))
         scores = torch.rand(n_layers, generator=g).tolist()
     removal = remove_lowest(model, scores, budget, keep_first, keep_last)
-    return PrunedModel(model, {"criterion": criterion, "scores": scores,
+    return PrunedModel(model, {"criterion": criterion, "scores": scores, "like": settings.get("like"),
                                "score_meaning": SCORE_MEANING[criterion], **removal})

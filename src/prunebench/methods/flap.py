@@ -319,6 +319,9 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
         {
             "metric": metric,
             "structure": structure,
+            # AL-AM: each layer's widths follow from the weights' scores (random weights:
+            # a shape that says nothing about the method on a trained model)
+            "widths_from_weights": True,
             "bias_compensation": bias,
             "round_to": round_to,
             "attention_unit": ("KV group (query heads sharing a KV head + the k/v head)"

@@ -23,12 +23,11 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from ..models import count_params
 from ..likelihood import mean_nll
 from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import Skip, block_params, removable, removal_report, keep_reach
+from .blocks import Skip, block_params, keep_reach, nll_without, removable, removal_report
 
 SETTINGS = {
     "type": "object",
@@ -58,8 +57,8 @@ def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, ke
         candidates = [b for b in removable(len(per_block), keep_first, keep_last) if b not in removed]
         if not any(abs(current - per_block[b] - target) < abs(current - target) for b in candidates):
             break
-        ppl = {b: ppl_without(model, removed + [b], calibration, batch_size)
-               for b in tqdm(candidates, desc=f"SLEB step {len(removed) + 1}", mininterval=2)}
+        nll = nll_without(model, calibration, removed, candidates, batch_size)
+        ppl = {b: math.exp(min(nll[b], 700)) for b in candidates}
         best = min(candidates, key=lambda b: (ppl[b], b))
         if abs(current - per_block[best] - target) >= abs(current - target):
             break  # unequal blocks: the chosen one overshoots the budget

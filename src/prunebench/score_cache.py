@@ -1,0 +1,87 @@
+"""Calibration NLLs shared between prune jobs.
+
+The PPL criterion and SLEB score "the calibration NLL of the model without the blocks S"
+for many sets S; the values depend only on the dense model, the calibration tokens, the
+batch size, the device type and the dtype, not on the budget.  A budget sweep prunes the
+same method to several budgets: with the directory in ``PRUNEBENCH_SCORE_CACHE`` (the
+prune rule sets it), the values one job computed are read by the next (the prune rule
+runs the budgets of one method one after the other, so SLEB's later budget continues
+from the earlier one's steps, and the PPL criterion scores once), and a method scoring
+the same sets (SLEB's first step is the PPL criterion's) finds them too.
+
+One JSON file per key (a hash of the calibration tokens, the batch size, device type,
+dtype and a sample of every parameter: shapes and 4096 strided values of each tensor),
+``{"<sorted blocks>": nll}``; writes merge with what is there under an exclusive lock
+and replace the file atomically.  Without the variable nothing is read or written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+ENV = "PRUNEBENCH_SCORE_CACHE"
+SAMPLE = 4096
+
+
+def fingerprint(model, calibration: torch.Tensor, batch_size: int) -> str:
+    h = hashlib.sha256()
+    h.update(calibration.detach().cpu().contiguous().numpy().tobytes())
+    p0 = next(model.parameters())
+    h.update(f"{calibration.shape}|{batch_size}|{p0.device.type}|{p0.dtype}".encode())
+    for name, p in model.named_parameters():
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // SAMPLE)
+        h.update(f"{name}|{tuple(p.shape)}|{p.dtype}".encode())
+        h.update(flat[::step][:SAMPLE].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+class Store:
+    """``{sorted blocks removed: mean NLL}`` for one key; ``path`` None: nothing kept."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.values: dict[str, float] = {}
+        self.new: dict[str, float] = {}
+        if path is not None and path.exists():
+            try:
+                self.values = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+            except (ValueError, TypeError, AttributeError):
+                self.values = {}  # unreadable: recomputed, rewritten on save
+
+    @staticmethod
+    def _key(blocks) -> str:
+        return ",".join(map(str, sorted(blocks)))
+
+    def get(self, blocks) -> float | None:
+        k = self._key(blocks)
+        return self.new.get(k, self.values.get(k))
+
+    def put(self, blocks, nll: float) -> None:
+        self.new[self._key(blocks)] = float(nll)
+
+    def save(self) -> None:
+        if self.path is None or not self.new:
+            return
+        import fcntl
+
+        from .io import write_json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = Store(self.path).values
+            merged.update(self.new)
+            write_json(self.path, merged)
+        self.values, self.new = merged, {}
+
+
+def open_for(model, calibration: torch.Tensor, batch_size: int) -> Store:
+    root = os.environ.get(ENV)
+    if not root:
+        return Store(None)
+    return Store(Path(root) / f"{fingerprint(model, calibration, batch_size)}.json")
