@@ -20,10 +20,9 @@ from prunebench.backends.hf_eager import generate_once
 from prunebench.methods.depth import remove_blocks
 from prunebench.models import apply_structure, is_uniform, layer_structure
 
-from conftest import tiny_arch
-
-IN, OUT, BATCH = 6, 24, 3
-
+from conftest import tiny_arch  # noqa: F401
+from model_variants import (BATCH, IN, OUT, VARIANTS, depth_pruned as _depth_pruned, flap_like as _flap_like,  # noqa: E402
+                            model as _model, prompt as _prompt, scramble as _scramble, width_pruned as _width_pruned)
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -32,59 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _model(gqa: bool, attn: str = "sdpa", seed: int = 0):
-    a = tiny_arch(gqa=gqa)
-    a.pop("model_type")
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a), attn_implementation=attn).eval()
-
-
-def _scramble(model, seed: int = 0):
-    """Large random weights: greedy outputs vary token to token (the default init repeats one token)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
-
-
-def _width_pruned(gqa: bool, attn: str):
-    """Every layer its own width (as FLAP / LLM-Pruner leave them), some with o/down biases."""
-    m = _model(gqa, attn)
-    heads = [8, 6, 4, 8, 2, 8, 4, 6] if not gqa else [8, 4, 6, 8, 2, 4, 8, 2]
-    kv = heads if not gqa else [2, 1, 3, 2, 1, 2, 1, 1]
-    inter = [128, 96, 40, 128, 8, 64, 128, 33]
-    apply_structure(m, {"layers": [
-        {"heads": h, "kv_heads": k, "intermediate": i, "o_bias": j % 3 == 1, "down_bias": j % 2 == 1}
-        for j, (h, k, i) in enumerate(zip(heads, kv, inter))]})
-    assert not is_uniform(m)
-    return m
-
-
-def _depth_pruned(gqa: bool, attn: str):
-    m = _model(gqa, attn)
-    remove_blocks(m, [1, 4, 5])
-    assert len(m.model.layers) == 5 == m.config.num_hidden_layers
-    return m
-
-
-VARIANTS = {
-    "mha": lambda attn: _model(False, attn),
-    "gqa": lambda attn: _model(True, attn),
-    "depth": lambda attn: _depth_pruned(True, attn),
-    "width-mha": lambda attn: _width_pruned(False, attn),
-    "width-gqa": lambda attn: _width_pruned(True, attn),
-}
-
-
-def _prompt(vocab=300, batch=BATCH, in_len=IN, seed=1):
-    # a different prompt per row: row mix-ups in the batch would show
-    return torch.randint(100, vocab, (batch, in_len), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -425,16 +371,6 @@ def test_regional_compile_traces_one_graph_for_a_uniform_model():
     ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(compile=True))
     assert ok and info["compiled"] and info["compiled_regions"] == 1, info
     assert counters["stats"]["unique_graphs"] == 1  # every layer reuses the first one's graph
-
-
-def _flap_like(seed: int = 0):
-    """Per-layer widths as FLAP leaves them (every layer its own head count and MLP width, o/down
-    biases everywhere), at least 2 heads per layer."""
-    m = _model(False, "sdpa", seed)
-    heads, inter = [8, 6, 4, 8, 2, 8, 4, 6], [128, 96, 40, 128, 8, 64, 128, 33]
-    apply_structure(m, {"layers": [{"heads": h, "kv_heads": h, "intermediate": i, "o_bias": True, "down_bias": True}
-                                   for h, i in zip(heads, inter)]})
-    return _scramble(m)
 
 
 @pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"),

@@ -223,24 +223,24 @@ def sweep_run(tmp_path_factory):
 @pytest.mark.workflow
 def test_sweep_end_to_end(sweep_run):
     wd, _ = sweep_run
-    q = pd.read_csv(wd / "results/tables/quality.csv", keep_default_na=False)
+    q = pd.read_csv(wd / "results/tiny/tables/quality.csv", keep_default_na=False)
     got = {(m, b) for m, b in zip(q["method"], q["budget"])}
     assert got == {("dense", ""), *((m, b) for m in ("depth-ppl", "shortgpt", "flap") for b in ("r0.25", "r0.4"))}
     assert set(q["corpus"]) == {"ev", "calib"} and len(q) == 7 * 2
     assert set(q.loc[q["corpus"] == "calib", "held_out"]) == {True}
     assert (q["ppl_ci_low"] < q["ppl"]).all() and (q["ppl"] < q["ppl_ci_high"]).all()
-    assert (wd / "results/models/tiny/depth-ppl@r0.4/prunebench.json").exists()
-    assert not (wd / "results/models/tiny/dense@r0.4").exists()  # dense: one model
-    sp = pd.read_csv(wd / "results/tables/speedups.csv")
+    assert (wd / "results/tiny/models/tiny/depth-ppl@r0.4/prunebench.json").exists()
+    assert not (wd / "results/tiny/models/tiny/dense@r0.4").exists()  # dense: one model
+    sp = pd.read_csv(wd / "results/tiny/tables/speedups.csv")
     assert set(zip(sp["method"], sp["budget"])) == {("depth-ppl", "r0.25"), ("depth-ppl", "r0.4"),
                                                      ("flap", "r0.25"), ("flap", "r0.4")}
-    fr = pd.read_csv(wd / "results/tables/frontier.csv", keep_default_na=False)
+    fr = pd.read_csv(wd / "results/tiny/tables/frontier.csv", keep_default_na=False)
     assert len(fr) == len(q) and fr["on_front"].astype(str).isin(["True", "False"]).all()
     short = fr[fr["method"] == "shortgpt"]
     assert set(short["timed_as"]) <= {"depth-ppl @ r0.25", "depth-ppl @ r0.4"}
     assert set(fr.loc[fr["method"] == "flap", "note"]) == {""}  # trained (not random) weights
     for f in ("quality_speed.png", "quality_speed.pdf"):
-        assert (wd / "results/figures" / f).stat().st_size > 1_000
+        assert (wd / "results/tiny/figures" / f).stat().st_size > 1_000
 
 
 @pytest.mark.workflow
@@ -248,9 +248,9 @@ def test_sweep_one_cell_rerun(sweep_run):
     from workflow_util import job_counts, snakemake
 
     wd, cfg = sweep_run
-    cells = sorted((wd / "results/bench").rglob("*.json"))
+    cells = sorted((wd / "results/tiny/bench").rglob("*.json"))
     before = {p: p.stat().st_mtime_ns for p in cells}
-    target = wd / "results/bench/tiny/depth-ppl@r0.4/hf-eager/in4_out5_bs2.json"
+    target = wd / "results/tiny/bench/tiny/depth-ppl@r0.4/hf-eager/in4_out5_bs2.json"
     proc = snakemake(wd, str(target.relative_to(wd)), "--cores", "1", "--force", config=cfg)
     assert job_counts(proc.stdout + proc.stderr) == {"benchmark": 1}
     assert [p for p in cells if p.stat().st_mtime_ns != before[p]] == [target]

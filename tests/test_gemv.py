@@ -18,7 +18,7 @@ pytest.importorskip("triton", reason="the Triton GEMV needs triton (pip install 
 from prunebench import gemv as gemv_mod  # noqa: E402
 from prunebench.gemv import Config, gemv  # noqa: E402
 
-from test_backends import IN, VARIANTS, _prompt, _scramble  # noqa: E402
+from model_variants import IN, VARIANTS, prompt as _prompt, scramble as _scramble  # noqa: E402
 
 
 @pytest.fixture

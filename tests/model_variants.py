@@ -1,0 +1,75 @@
+"""Tiny LLaMA variants the backend tests share (dense MHA/GQA, depth-pruned, width-pruned with
+per-layer widths), greedy-friendly random weights and prompts."""
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from conftest import tiny_arch
+from prunebench.methods.depth import remove_blocks
+from prunebench.models import apply_structure, is_uniform
+
+IN, OUT, BATCH = 6, 24, 3
+
+
+def model(gqa: bool, attn: str = "sdpa", seed: int = 0):
+    a = tiny_arch(gqa=gqa)
+    a.pop("model_type")
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a), attn_implementation=attn).eval()
+
+
+def scramble(m, seed: int = 0):
+    """Large random weights: greedy outputs vary token to token (the default init repeats one token)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return m
+
+
+def width_pruned(gqa: bool, attn: str):
+    """Every layer its own width (as FLAP / LLM-Pruner leave them), some with o/down biases."""
+    m = model(gqa, attn)
+    heads = [8, 6, 4, 8, 2, 8, 4, 6] if not gqa else [8, 4, 6, 8, 2, 4, 8, 2]
+    kv = heads if not gqa else [2, 1, 3, 2, 1, 2, 1, 1]
+    inter = [128, 96, 40, 128, 8, 64, 128, 33]
+    apply_structure(m, {"layers": [
+        {"heads": h, "kv_heads": k, "intermediate": i, "o_bias": j % 3 == 1, "down_bias": j % 2 == 1}
+        for j, (h, k, i) in enumerate(zip(heads, kv, inter))]})
+    assert not is_uniform(m)
+    return m
+
+
+def depth_pruned(gqa: bool, attn: str):
+    m = model(gqa, attn)
+    remove_blocks(m, [1, 4, 5])
+    assert len(m.model.layers) == 5 == m.config.num_hidden_layers
+    return m
+
+
+VARIANTS = {
+    "mha": lambda attn: model(False, attn),
+    "gqa": lambda attn: model(True, attn),
+    "depth": lambda attn: depth_pruned(True, attn),
+    "width-mha": lambda attn: width_pruned(False, attn),
+    "width-gqa": lambda attn: width_pruned(True, attn),
+}
+
+
+def prompt(vocab=300, batch=BATCH, in_len=IN, seed=1):
+    # a different prompt per row: row mix-ups in the batch would show
+    return torch.randint(100, vocab, (batch, in_len), generator=torch.Generator().manual_seed(seed))
+
+
+def flap_like(seed: int = 0):
+    """Per-layer widths as FLAP leaves them (every layer its own head count and MLP width, o/down
+    biases everywhere), at least 2 heads per layer."""
+    m = model(False, "sdpa", seed)
+    heads, inter = [8, 6, 4, 8, 2, 8, 4, 6], [128, 96, 40, 128, 8, 64, 128, 33]
+    apply_structure(m, {"layers": [{"heads": h, "kv_heads": h, "intermediate": i, "o_bias": True, "down_bias": True}
+                                   for h, i in zip(heads, inter)]})
+    return scramble(m)
