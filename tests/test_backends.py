@@ -17,8 +17,7 @@ from prunebench.backends import hf_eager
 from prunebench.tools import selfcheck
 from prunebench.tools.selfcheck import check_equivalence
 from prunebench.backends.hf_eager import generate_once
-from prunebench.methods.depth import remove_blocks
-from prunebench.models import apply_structure, is_uniform, layer_structure
+from prunebench.models import is_uniform, layer_structure
 
 from conftest import tiny_arch  # noqa: F401
 from model_variants import (BATCH, IN, OUT, VARIANTS, depth_pruned as _depth_pruned, flap_like as _flap_like,  # noqa: E402
