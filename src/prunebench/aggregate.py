@@ -12,7 +12,7 @@ preparation, excluded from latency), backend_info (the backend's settings as com
 roofline columns, torch, transformers.
 
 ``results/tables/speedups.csv`` -- one row per cell of a method other than the baseline
-(``dense``) whose baseline cell (same model, backend, lengths, batch) also ran: ``speedup``
+(the methods entry whose method keeps the base weights, ``dense``: :func:`baseline`) whose baseline cell (same model, backend, lengths, batch) also ran: ``speedup``
 = baseline latency / method latency, its bootstrap interval (``speedup_ci_low``,
 ``speedup_ci_high``; :func:`prunebench.timing.ratio_ci`), ``verdict`` (``faster`` /
 ``slower`` only where the whole interval is on that side of 1, else ``unclear``) and
@@ -20,7 +20,9 @@ roofline columns, torch, transformers.
 (``ttft_speedup``, ``decode_speedup``, medians' ratios).
 
 ``results/tables/quality.csv`` -- one row per (model, method): model, family, method,
-params, params_ratio (vs dense), ppl, ppl_status, weights, removed_blocks.
+params, params_ratio (vs dense), ppl, ppl_status, weights, then the columns the methods add
+from their prune reports (:meth:`prunebench.methods.Method.table_fields`: removed_blocks of
+the whole-block methods; empty for a method that does not add the column).
 """
 from __future__ import annotations
 
@@ -44,8 +46,7 @@ SPEEDUP_COLUMNS = [
     "speedup", "speedup_ci_low", "speedup_ci_high", "verdict", "stable", "ttft_speedup", "decode_speedup",
 ]
 BASELINE = "dense"
-QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl", "ppl_status",
-                   "weights", "removed_blocks"]
+QUALITY_COLUMNS = ["model", "family", "method", "params", "params_ratio", "ppl", "ppl_status", "weights"]
 
 
 def read_cells(cell_paths: list[str], expect: dict | None = None) -> list[dict]:
@@ -110,6 +111,9 @@ def speedup_table(records: list[dict], families: dict[str, str], baseline: str =
 
 
 def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[str, str]) -> pd.DataFrame:
+    from .methods import REGISTRY, table_columns
+
+    extra = table_columns()
     reports = {}
     for p in report_paths:
         r = read_json(p, required=("model", "method", "params_after"))
@@ -119,13 +123,29 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
         rec = read_json(p, required=("model", "method", "params"))
         r = reports.get((rec["model"], rec["method"]), {})
         dense = r.get("params_before") or rec["params"]
+        method = REGISTRY.get(r.get("algorithm"))
         rows.append({
             "model": rec["model"], "family": families.get(rec["model"], rec["model"]),
             "method": rec["method"], "params": rec["params"], "params_ratio": rec["params"] / dense,
             "ppl": rec.get("ppl"), "ppl_status": rec.get("status"), "weights": rec.get("weights"),
-            "removed_blocks": " ".join(map(str, r["removed_blocks"])) if r.get("removed_blocks") is not None else "",
+            **dict.fromkeys(extra, ""), **(method.table_fields(r) if method else {}),
         })
-    return pd.DataFrame(rows, columns=QUALITY_COLUMNS).sort_values(["model", "params"], ascending=[True, False], kind="stable")
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS + extra).sort_values(["model", "params"], ascending=[True, False], kind="stable")
+
+
+def baseline(report_paths: list[str]) -> str:
+    """The methods entry the speed-ups are measured against: the one whose method keeps the
+    base weights (:attr:`prunebench.methods.Method.copies_weights`), by its prune reports;
+    :data:`BASELINE` where none or several do (then the entry of that name, if any)."""
+    from .methods import REGISTRY
+
+    found = set()
+    for p in report_paths:
+        r = read_json(p, required=("method",))
+        m = REGISTRY.get(r.get("algorithm"))
+        if m is not None and not m.copies_weights:
+            found.add(r["method"])
+    return found.pop() if len(found) == 1 else BASELINE
 
 
 def run(cells: list[str], ppls: list[str], reports: list[str], bench_out: str, quality_out: str,
@@ -133,5 +153,5 @@ def run(cells: list[str], ppls: list[str], reports: list[str], bench_out: str, q
     records = read_cells(cells, expect)
     write_csv(bench_out, bench_table(records, families))
     if speedups_out:
-        write_csv(speedups_out, speedup_table(records, families))
+        write_csv(speedups_out, speedup_table(records, families, baseline(reports)))
     write_csv(quality_out, quality_table(ppls, reports, families))

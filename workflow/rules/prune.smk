@@ -1,8 +1,10 @@
 # Pruning: base model + calibration windows -> pruned model folder + JSON report.
+# What a job needs (calibration windows, a GPU) is what its method declares (METHOD_NEEDS).
 rule prune:
     input:
         base=f"{RESULTS}/models/{{model}}/base/prunebench.json",
-        calibration=f"{RESULTS}/data/{{model}}/calibration.safetensors",
+        calibration=lambda wc: [f"{RESULTS}/data/{wc.model}/calibration.safetensors"]
+        if METHOD_NEEDS[wc.method]["needs_calibration"] else [],
     output:
         manifest=f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json",
         report=f"{RESULTS}/prune/{{model}}/{{method}}.json",
@@ -13,7 +15,7 @@ rule prune:
         dtype=config["pruning"]["dtype"],
         seed=config["pruning"]["seed"],
     resources:
-        gpu=lambda wc: 0 if config["methods"][wc.method]["method"] == "dense" else gpu_resources(config["pruning"]["device"]),
+        gpu=lambda wc: gpu_resources(config["pruning"]["device"]) if METHOD_NEEDS[wc.method]["wants_gpu"] else 0,
     log:
         f"{RESULTS}/logs/prune/{{model}}/{{method}}.log",
     conda:

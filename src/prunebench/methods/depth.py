@@ -12,9 +12,11 @@ Settings (``methods.<name>`` in the config):
     ``random`` -- a seeded random choice of blocks (``seed``): the control that shows
                   whether a criterion is better than chance.
 ``keep_first``, ``keep_last``
-    blocks protected from removal (defaults: 0/0 for ``ppl``, 4/2 for ``taylor``).
+    blocks protected from removal (defaults: 4/2 for ``taylor``, 0/0 for the others).
 ``batch_size``
-    calibration batch size for scoring.
+    calibration batch size for scoring (8).
+``seed``
+    of the ``random`` choice (0).
 
 The number of blocks to remove is solved from the budget: the count whose pruned
 model has the parameter count closest to ``budget.target_params``.  Removal is
@@ -29,9 +31,8 @@ from tqdm.auto import tqdm
 
 from ..perplexity import mean_nll
 from .base import Budget, PrunedModel, register
-from .blocks import Skip as _Skip, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
-
-DEFAULT_KEEP = {"ppl": (0, 0), "taylor": (4, 2), "random": (0, 0)}
+from .blocks import (REPORT_FIELDS, Skip as _Skip, keep_reach, remove_blocks, remove_lowest,  # noqa: F401
+                     solve_num_blocks)
 
 
 SCORE_MEANING = {
@@ -86,39 +87,30 @@ SETTINGS = {
     "additionalProperties": False,
     "required": ["criterion"],
     "properties": {
-        "criterion": {"enum": ["ppl", "taylor", "random"]},
-        "seed": {"type": "integer"},
+        "criterion": {"enum": list(SCORE_MEANING)},
+        "seed": {"type": "integer", "default": 0},
         "keep_first": {"type": "integer", "minimum": 0},
         "keep_last": {"type": "integer", "minimum": 0},
-        "batch_size": {"type": "integer", "minimum": 1},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
     },
+    # the protected blocks' defaults depend on the criterion: Taylor+ keeps the first 4 and
+    # the last 2 (the paper's choice), the others protect none
+    "if": {"properties": {"criterion": {"const": "taylor"}}},
+    "then": {"properties": {"keep_first": {"default": 4}, "keep_last": {"default": 2}}},
+    "else": {"properties": {"keep_first": {"default": 0}, "keep_last": {"default": 0}}},
 }
 
 
-def keep(settings: dict) -> tuple[int, int]:
-    """``keep_first``/``keep_last``: the criterion's defaults unless set."""
-    first, last = DEFAULT_KEEP.get(settings.get("criterion", "ppl"), (0, 0))
-    return settings.get("keep_first", first), settings.get("keep_last", last)
-
-
-@register("depth", SETTINGS, lambda info, settings: reach(info, *keep(settings)))
+@register("depth", SETTINGS, keep_reach, report_fields=REPORT_FIELDS)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
-    criterion = settings.get("criterion", "ppl")
-    if criterion not in DEFAULT_KEEP:
-        raise ValueError(f"methods.*.criterion: unknown depth criterion {criterion!r}; expected {sorted(DEFAULT_KEEP)}")
-    keep_first, keep_last = DEFAULT_KEEP[criterion]
-    keep_first = settings.get("keep_first", keep_first)
-    keep_last = settings.get("keep_last", keep_last)
-    bs = settings.get("batch_size", 8)
-    n_layers = len(model.model.layers)
-
+    criterion, bs = settings["criterion"], settings["batch_size"]
     if criterion == "ppl":
         scores = ppl_scores(model, calibration, bs)
     elif criterion == "taylor":
         scores = taylor_scores(model, calibration, bs)
     else:
-        g = torch.Generator().manual_seed(settings.get("seed", 0))
-        scores = torch.rand(n_layers, generator=g).tolist()
-    removal = remove_lowest(model, scores, budget, keep_first, keep_last)
+        g = torch.Generator().manual_seed(settings["seed"])
+        scores = torch.rand(len(model.model.layers), generator=g).tolist()
+    removal = remove_lowest(model, scores, budget, settings["keep_first"], settings["keep_last"])
     return PrunedModel(model, {"criterion": criterion, "scores": scores,
                                "score_meaning": SCORE_MEANING[criterion], **removal})
