@@ -332,9 +332,11 @@ def validate(config: dict, *, check_cuda: bool = True, schema_path=SCHEMA,
         errs += semantic_errors(config, [p for p, _ in problems], seen)
         if not errs and (stamp is not None or needs is not None):
             rec = {"files": [_stat(f) for f in dict.fromkeys(seen)], "methods": method_needs(config)}
-            if stamp is not None:
+            if stamp is not None:  # written whole or not at all: a torn stamp would be read as none
                 stamp.parent.mkdir(parents=True, exist_ok=True)
-                stamp.write_text(json.dumps(rec))
+                tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+                tmp.write_text(json.dumps(rec))
+                os.replace(tmp, stamp)
     if check_cuda:
         errs += cuda_errors(config)
     if errs:
