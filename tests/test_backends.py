@@ -4,6 +4,7 @@ generation, roofline arithmetic."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -328,7 +329,8 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
     assert rec["roofline_frac"] == pytest.approx(rec["roofline_s"] / rec["latency_s"])
     # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor options)
     assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
-                                   "gemv": "cublas", "attention": "eager", "inductor": {}, "compiled_regions": 0}
+                                   "gemv": "cublas", "attention": "eager", "inductor": {}, "compiled_regions": 0,
+                                   "dynamic_widths": False, "compiled_graphs": 0}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -423,3 +425,36 @@ def test_regional_compile_traces_one_graph_for_a_uniform_model():
     ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(compile=True))
     assert ok and info["compiled"] and info["compiled_regions"] == 1, info
     assert counters["stats"]["unique_graphs"] == 1  # every layer reuses the first one's graph
+
+
+def _flap_like(seed: int = 0):
+    """Per-layer widths as FLAP leaves them (every layer its own head count and MLP width, o/down
+    biases everywhere), at least 2 heads per layer."""
+    m = _model(False, "sdpa", seed)
+    heads, inter = [8, 6, 4, 8, 2, 8, 4, 6], [128, 96, 40, 128, 8, 64, 128, 33]
+    apply_structure(m, {"layers": [{"heads": h, "kv_heads": h, "intermediate": i, "o_bias": True, "down_bias": True}
+                                   for h, i in zip(heads, inter)]})
+    return _scramble(m)
+
+
+@pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"),
+                    reason="torch.compile on CPU needs a C compiler")
+def test_dynamic_widths_compile_one_graph_for_layers_of_every_width():
+    """Regional compilation with dynamic widths: a model whose layers all differ in width
+    compiles 2 graphs (the first layer's, static; then one with symbolic widths that every
+    other layer reuses) instead of one per layer, and its greedy tokens still equal HF's."""
+    torch._dynamo.reset()
+    model = _flap_like()
+    ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(compile=True))
+    assert ok, info
+    assert info["dynamic_widths"] is True
+    assert info["compiled_regions"] == 7  # 7 distinct (heads, width) pairs
+    assert info["compiled_graphs"] == 2, info
+
+
+def test_dynamic_widths_follow_the_option_and_the_model():
+    """Automatic: on only for a compiled model of several layer shapes; the option overrides it."""
+    be = CompiledBackend()  # CPU: no compile, so never dynamic
+    info = be.prepare(_flap_like(), 2, IN, 4)
+    assert info["dynamic_widths"] is False and info["compiled_graphs"] == 0
+    assert CompiledBackend(dynamic_widths=False).dynamic_widths is False

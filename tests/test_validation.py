@@ -489,3 +489,15 @@ def test_tokenizer_larger_than_the_vocabulary_refused(tmp_path, monkeypatch):
     assert "config key models.m.tokenizer: its" in msg and "vocab_size (120)" in msg
     cfg["models"]["m"]["architecture"]["vocab_size"] = 400
     pbconfig.validate(cfg, check_cuda=False)
+
+
+def test_each_missing_key_reported_once(cfg):
+    """Several required keys missing at one level: one line per key, not one per key per key."""
+    for key in ("calibration", "perplexity", "corpora"):
+        del cfg[key]
+    for key in ("input_lengths", "batch_sizes"):
+        del cfg["benchmark"][key]
+    lines = refused(cfg).splitlines()[1:]
+    for key in ("calibration", "perplexity", "corpora", "benchmark.input_lengths", "benchmark.batch_sizes"):
+        assert sum(f"config key {key}: required, missing" in line for line in lines) == 1, lines
+    assert len(lines) == len(set(lines))

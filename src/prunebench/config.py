@@ -85,7 +85,8 @@ def _problems(validator, instance, prefix: tuple = ()) -> list[tuple[tuple, str]
             out.append((path + (inst,), f"name {inst!r} is not allowed ({NAME_RULE}){reserved}"))
         else:
             out.append((path, err.message))
-    return sorted(out, key=lambda t: [str(x) for x in t[0]])
+    # one "required" error per missing key, each listing them all: every problem once
+    return sorted(dict.fromkeys(out), key=lambda t: [str(x) for x in t[0]])
 
 
 def settings_problems(schema: dict, settings: dict) -> list[tuple[str, str]]:

@@ -10,6 +10,8 @@ Compilation (``compiled``): the decoder layer's decode step is compiled with
 uniform model share one compiled graph, so compiling costs one layer's tracing, not the
 whole model's, and inductor's kernels are cached on disk (``TORCHINDUCTOR_CACHE_DIR``; the
 benchmark points it at ``results/cache/``), so a later cell of the same model finds them.
+Where every layer has its own width (FLAP's per-layer widths) the layer is compiled with
+dynamic shapes (option ``dynamic_widths``): two graphs for the whole model, not one per layer.
 On CUDA the prefill and the whole decode step are then captured once into CUDA graphs
 (``torch.cuda.CUDAGraph``) and replayed: a call is one prefill replay + ``out_len - 1``
 decode replays, no Python per layer.
@@ -70,6 +72,11 @@ class CompiledBackend:
     ``inductor``     ``torch._inductor.config`` values set while compiling; ``None`` =
                      :data:`DEFAULT_INDUCTOR` on CUDA (coordinate-descent tuning of the
                      generated kernels: slower to compile, faster kernels), ``{}`` on CPU;
+    ``dynamic_widths`` (``None`` = automatic: on where the layers have 3 or more shapes and the
+                     batch-1 GEMV plan, which is chosen per weight shape, is not in use) compile
+                     the decoder layer with dynamic shapes, so that layers of different widths
+                     (width pruning with per-layer widths, e.g. FLAP) share one graph instead of
+                     one graph each; off: one static graph per distinct layer shape;
     ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv.plan`):
                      shapes found there are not timed again; ``None`` = time every shape.
     """
@@ -82,7 +89,7 @@ class CompiledBackend:
 
     def __init__(self, compile: bool | None = None, cuda_graphs: bool | None = None, fuse: bool = True,
                  compile_mode: str = "default", gemv: str | None = None, inductor: dict | None = None,
-                 attention: str = "model", gemv_cache: str | None = None):
+                 attention: str = "model", gemv_cache: str | None = None, dynamic_widths: bool | None = None):
         if gemv is not None and gemv not in self.GEMV:
             raise ValueError(f"compiled backend: gemv must be one of {self.GEMV}, got {gemv!r}")
         if attention not in self.ATTENTION:
@@ -95,6 +102,7 @@ class CompiledBackend:
         self.gemv_option = gemv
         self.inductor = None if inductor is None else dict(inductor)
         self.gemv_cache = gemv_cache
+        self.dynamic_widths = dynamic_widths
         self.shape = None
 
     # ----------------------------------------------------------------- preparation
@@ -164,17 +172,26 @@ class CompiledBackend:
             self._decode = self._decode_step
             self._decode_layer = self._layer_decode
             regions = len({l.signature() for l in self.layers})
+            dynamic = self.dynamic_widths
+            if dynamic is None:
+                # two graphs at best (the first layer's static one, then the symbolic one):
+                # worth it from three distinct layer shapes on
+                dynamic = regions > 2 and not self.gemv_plan
+            dynamic = bool(use_compile and dynamic)
+            graphs_before = self._graph_count()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
                 cfg = torch._dynamo.config
                 limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
                 setattr(cfg, limit, max(getattr(cfg, limit), regions + 8))
+                # dynamic: the first layer's graph is static, the first layer of another width
+                # recompiles it with its widths symbolic (automatic dynamic shapes), and the rest reuse that
                 self._decode_layer = torch.compile(self._layer_decode, mode=self.compile_mode, fullgraph=True,
-                                                   dynamic=False)
+                                                   dynamic=None if dynamic else False)
             self.graphs = None
             inductor = self.inductor
             if inductor is None:
                 inductor = dict(self.DEFAULT_INDUCTOR) if on_cuda else {}
-            with self._inductor_config(use_compile, inductor):
+            with self._inductor_config(use_compile, inductor), self._dynamo_config(dynamic):
                 if use_graphs:
                     self._capture()
                 else:
@@ -185,7 +202,7 @@ class CompiledBackend:
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
                 "attention": "eager" if self.eager_attn else "sdpa",
                 "inductor": inductor if use_compile else {}, "compiled_regions": regions if use_compile else 0,
-                **gemv_info}
+                "dynamic_widths": dynamic, "compiled_graphs": self._graph_count() - graphs_before, **gemv_info}
 
     def _decode_weights(self) -> list[torch.Tensor]:
         """Every weight matrix a decode step multiplies by, as ``_layers`` uses it."""
@@ -208,6 +225,21 @@ class CompiledBackend:
         if unknown:
             raise ValueError(f"compiled backend: unknown torch._inductor.config option(s) {unknown}")
         return inductor_config.patch(inductor)
+
+    @staticmethod
+    def _dynamo_config(dynamic: bool):
+        """Under dynamic widths the weights' shapes may be symbolic too (dynamo keeps parameters'
+        shapes static by default)."""
+        if not dynamic:
+            return contextlib.nullcontext()
+        return torch._dynamo.config.patch(force_parameter_static_shapes=False)
+
+    @staticmethod
+    def _graph_count() -> int:
+        """Graphs dynamo has compiled in this process so far."""
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
 
     def _capture(self) -> None:
         s = torch.cuda.Stream(self.device)
@@ -276,13 +308,19 @@ class CompiledBackend:
         return F.linear(h, w, b)
 
     def _layer(self, x, cos, sin, kc, vc, mask, add_mask, tensors, spec, decode: bool):
-        """One decoder layer: prefill (``decode=False``, the whole prompt) or one decode step."""
-        heads, kv_heads, hd, n_rep, scaling, eps1, eps2, qkv_sizes, gu_sizes = spec
+        """One decoder layer: prefill (``decode=False``, the whole prompt) or one decode step.
+
+        The layer's widths come from its tensors (KV heads from the cache, heads from
+        ``o_proj``, MLP channels from ``down_proj``), not from ``spec``: under dynamic shapes
+        one graph serves layers of every width."""
+        hd, scaling, eps1, eps2, qkv_fused, gu_fused = spec
         ln1_w, ln2_w, qkv, (o_w, o_b), gu, (d_w, d_b) = tensors
         B, T, _ = x.shape
+        kv_heads, heads, inter = kc.shape[1], o_w.shape[1] // hd, d_w.shape[1]
+        n_rep = heads // kv_heads
         h = rms_norm(x, ln1_w, eps1)
-        if qkv_sizes is not None:
-            q, k, v = self._linear(h, *qkv[0]).split(qkv_sizes, dim=-1)
+        if qkv_fused:
+            q, k, v = self._linear(h, *qkv[0]).split([heads * hd, kv_heads * hd, kv_heads * hd], dim=-1)
         else:
             q, k, v = (self._linear(h, w, b) for w, b in qkv)
         q = q.view(B, T, heads, hd).transpose(1, 2)
@@ -299,8 +337,8 @@ class CompiledBackend:
             o = self._attend_prefill(heads, hd, n_rep, scaling, q, k, v)
         x = x + self._linear(o, o_w, o_b)
         h = rms_norm(x, ln2_w, eps2)
-        if gu_sizes is not None:
-            g, u = self._linear(h, *gu[0]).split(gu_sizes, dim=-1)
+        if gu_fused:
+            g, u = self._linear(h, *gu[0]).split([inter, inter], dim=-1)
         else:
             g, u = (self._linear(h, w, b) for w, b in gu)
         return x + self._linear(F.silu(g) * u, d_w, d_b)

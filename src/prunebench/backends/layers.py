@@ -72,8 +72,11 @@ class Layer:
         gu, gu_sizes = lins(self.gate_up, (mlp.gate_proj, mlp.up_proj))
         o, d = attn.o_proj, mlp.down_proj
         self.tensors = (ln1.weight, ln2.weight, qkv, (o.weight, o.bias), gu, (d.weight, d.bias))
-        self.spec = (self.heads, self.kv_heads, self.hd, self.n_rep, float(self.scaling),
-                     float(ln1.variance_epsilon), float(ln2.variance_epsilon), qkv_sizes, gu_sizes)
+        # the numbers a compiled graph is specialised on; the widths (heads, KV heads, MLP
+        # channels) are read from the tensors' shapes, so layers of different widths can share
+        # one graph compiled with dynamic shapes
+        self.spec = (self.hd, float(self.scaling), float(ln1.variance_epsilon), float(ln2.variance_epsilon),
+                     qkv_sizes is not None, gu_sizes is not None)
 
     def signature(self) -> tuple:
         """Equal for layers that can share one compiled graph."""
