@@ -1,10 +1,18 @@
 # Pruning: base model + calibration windows -> pruned model folder + JSON report.
 # What a job needs (calibration windows, a GPU) is what its method declares (METHOD_NEEDS).
+
+
+def declares(method, what):
+    """A methods entry's declaration ``what``; a wildcard that names no entry (Snakemake tries
+    every rule on a file, e.g. the base folder's) gets the defaults (true)."""
+    return METHOD_NEEDS.get(method, {}).get(what, True)
+
+
 rule prune:
     input:
         base=f"{RESULTS}/models/{{model}}/base/prunebench.json",
         calibration=lambda wc: [f"{RESULTS}/data/{wc.model}/calibration.safetensors"]
-        if METHOD_NEEDS[wc.method]["needs_calibration"] else [],
+        if declares(wc.method, "needs_calibration") else [],
     output:
         manifest=f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json",
         report=f"{RESULTS}/prune/{{model}}/{{method}}.json",
@@ -15,7 +23,7 @@ rule prune:
         dtype=config["pruning"]["dtype"],
         seed=config["pruning"]["seed"],
     resources:
-        gpu=lambda wc: gpu_resources(config["pruning"]["device"]) if METHOD_NEEDS[wc.method]["wants_gpu"] else 0,
+        gpu=lambda wc: gpu_resources(config["pruning"]["device"]) if declares(wc.method, "wants_gpu") else 0,
     log:
         f"{RESULTS}/logs/prune/{{model}}/{{method}}.log",
     conda:
