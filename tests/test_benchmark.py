@@ -199,9 +199,10 @@ def test_cuda_demanded_without_gpu(model_dir, tmp_path):
 def test_timing_defaults_are_the_schemas():
     """One place for the repetition defaults: the schema's equal timing.DEFAULTS + the stage's extras."""
     import yaml
-    from pathlib import Path
 
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    from prunebench.config import SCHEMA
+
+    schema = yaml.safe_load(SCHEMA.read_text())
     props = schema["properties"]["benchmark"]["properties"]["timing"]["properties"]
     assert {k: v["default"] for k, v in props.items()} == {**timing.DEFAULTS, **benchmark.EXTRA_TIMING}
 

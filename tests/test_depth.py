@@ -150,30 +150,34 @@ def test_random_control_draws_like_its_criterion(calib):
     from conftest import tiny_arch
     from transformers import AutoConfig
 
-    from prunebench.methods.depth import keep
-
-    assert keep({"criterion": "random", "like": "taylor"}) == keep({"criterion": "taylor"}) == (4, 2)
-    assert keep({"criterion": "random"}) == (0, 0)
-    with pytest.raises(ValueError, match="like"):
-        keep({"criterion": "ppl", "like": "taylor"})
+    depth = get_method("depth")
+    assert _keep({"criterion": "random", "like": "taylor"}) == _keep({"criterion": "taylor"}) == (4, 2)
+    assert _keep({"criterion": "random"}) == (0, 0)
     a = tiny_arch(layers=10)
     a.pop("model_type")
     for seed in range(6):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
         budget = Budget.from_config({"ratio": 0.3}, count_params(model))
-        res = get_method("depth")(model, calib, budget, {"criterion": "random", "like": "taylor", "seed": seed})
+        res = depth(model, calib, budget, {"criterion": "random", "like": "taylor", "seed": seed})
         assert set(res.report["removed_blocks"]) <= set(range(4, 8)) and res.report["protected"] == {"first": 4, "last": 2}
+    with pytest.raises(ValueError, match="like"):  # only a random control draws like another criterion
+        depth(model, calib, budget, {"criterion": "ppl", "like": "taylor"})
+
+
+def _keep(entry: dict) -> tuple[int, int]:
+    """A depth entry's protected blocks (``method`` is the entry's, not a setting)."""
+    s = get_method("depth").settings({k: v for k, v in entry.items() if k != "method"})
+    return s["keep_first"], s["keep_last"]
 
 
 def test_demo_controls_draw_from_taylor_blocks():
-    """The demo's random controls: Taylor+'s eligible blocks, every budget."""
+    """The frontier demo's random controls: Taylor+'s eligible blocks, every budget."""
     import yaml
 
-    from prunebench.methods.depth import keep
     from workflow_util import ROOT
 
-    methods = yaml.safe_load((ROOT / "workflow/presets/demo.yaml").read_text())["methods"]
+    methods = yaml.safe_load((ROOT / "workflow/presets/demo-frontier.yaml").read_text())["methods"]
     controls = [s for s in methods.values() if s["method"] == "depth" and s["criterion"] == "random"]
     assert len(controls) >= 3
-    assert all(keep(s) == keep(methods["depth-taylor"]) for s in controls)
+    assert all(_keep(s) == _keep(methods["depth-taylor"]) for s in controls)

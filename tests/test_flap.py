@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import torch
 
-from prunebench.methods import SETTINGS_SCHEMAS, Budget, get_method
+from prunebench.methods import Budget, get_method
 from prunebench.methods import flap
 from prunebench.models import count_params, layer_structure, load_model, save_model
 from conftest import calibration, tiny_llama  # noqa: E402
@@ -162,7 +162,7 @@ def test_every_layer_keeps_one_unit():
 
 
 def test_settings_schema():
-    schema = SETTINGS_SCHEMAS["flap"]
+    schema = get_method("flap").settings_schema
     jsonschema.validate({"metric": "wifv", "structure": "AL-AM", "bias_compensation": True, "batch_size": 4}, schema)
     for bad in ({"metric": "magnitude"}, {"structure": "UL-UM"}, {"ratio": 0.2}):
         with pytest.raises(jsonschema.ValidationError):

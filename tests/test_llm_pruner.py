@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import torch
 
-from prunebench.methods import SETTINGS_SCHEMAS, Budget, get_method
+from prunebench.methods import Budget, get_method
 from prunebench.methods import llm_pruner
 from prunebench.methods.width import default_layer_range, resolve_layer_range
 from prunebench.models import count_params, layer_structure, load_model, save_model
@@ -150,7 +150,7 @@ def test_llama7b_ratio():
 
 
 def test_settings_schema():
-    schema = SETTINGS_SCHEMAS["llm-pruner"]
+    schema = get_method("llm-pruner").settings_schema
     jsonschema.validate({"importance": "taylor", "layer_start": 4, "layer_end": 30, "batch_size": 2}, schema)
     for bad in ({"importance": "l1"}, {"ratio": 0.2}, {"batch_size": 0}):
         with pytest.raises(jsonschema.ValidationError):

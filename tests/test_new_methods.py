@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from prunebench.methods import SETTINGS_SCHEMAS, Budget, get_method
+from prunebench.methods import Budget, get_method
 from prunebench.methods.width import TOLERANCE, channel_options, solve_plan
 from prunebench.models import count_params, layer_structure, load_model, save_model
 from conftest import assert_masked_dense, calibration, kept_columns, tiny_llama  # noqa: E402
@@ -343,7 +343,7 @@ def test_round_to_64_on_llama7b_shapes():
 
 @pytest.mark.parametrize("name", ["shortgpt", "sleb", "angular", "wanda-sp", "minitron", "llm-pruner", "flap"])
 def test_settings_schemas_hold_defaults(name):
-    schema = SETTINGS_SCHEMAS[name]
+    schema = get_method(name).settings_schema
     props = schema["properties"]
     assert props and all("default" in p for p in props.values()), name
     jsonschema.validate({k: p["default"] for k, p in props.items()}, schema)

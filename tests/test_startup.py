@@ -1,4 +1,5 @@
-"""Start-up: what the Snakefile imports and a no-op run's validation import neither torch nor transformers."""
+"""Start-up: what the Snakefile imports and a no-op run's validation (with the methods'
+declarations the rules read) import neither torch nor transformers."""
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ def test_snakefile_imports_are_light():
 def test_a_validated_config_is_not_checked_across_keys_again(tmp_path):
     stamp = tmp_path / "stamps"
     validate = ("import json, sys, yaml; from prunebench import config as c; cfg = yaml.safe_load(open('config.yaml'));"
-                "{edit} c.validate(cfg, check_cuda=False, stamp_dir={stamp!r}); "
-                "assert cfg['benchmark']['timing']['min_runs'] >= 1; print({heavy})")
+                "{edit} n = {{}}; c.validate(cfg, check_cuda=False, stamp_dir={stamp!r}, needs=n); "
+                "assert cfg['benchmark']['timing']['min_runs'] >= 1; "
+                "assert n['dense'] == dict(needs_calibration=False, copies_weights=False, wants_gpu=False); "
+                "print({heavy})")
     first = _py(validate.format(edit="", stamp=str(stamp), heavy=HEAVY))
     assert first["torch"]  # the cross-key checks ran: the method registry imports torch
     assert len(list(stamp.iterdir())) == 1

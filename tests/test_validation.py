@@ -161,10 +161,11 @@ RANGE_CASES = [
 
 
 def test_every_method_that_takes_a_budget_declares_its_range():
-    from prunebench.methods import REACHABLE, REGISTRY
+    from prunebench.methods import REGISTRY
 
-    assert set(REGISTRY) - set(REACHABLE) == {"dense"}
-    assert set(REACHABLE) == {name for name, _ in RANGE_CASES}
+    takes_budget = {name for name, m in REGISTRY.items() if m.reachable is not None}
+    assert set(REGISTRY) - takes_budget == {"dense"}
+    assert takes_budget == {name for name, _ in RANGE_CASES}
 
 
 @pytest.mark.parametrize("name,settings", RANGE_CASES, ids=[f"{n}{s}" for n, s in RANGE_CASES])
@@ -174,7 +175,7 @@ def test_declared_range_is_what_the_method_reaches(name, settings, gqa):
     tolerance, with at least one block: the declaration is the method's real range."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from prunebench.methods import REACHABLE, Budget, arch_info, get_method
+    from prunebench.methods import Budget, arch_info, get_method
     from prunebench.models import count_params
 
     a = tiny_arch(gqa=gqa)
@@ -182,7 +183,7 @@ def test_declared_range_is_what_the_method_reaches(name, settings, gqa):
     config = AutoConfig.for_model("llama", **a)
     torch.manual_seed(0)
     info = arch_info(AutoModelForCausalLM.from_config(copy.deepcopy(config)))
-    reach = REACHABLE[name](info, settings)
+    reach = get_method(name).reach(info, settings)
     assert 0 < reach.low < reach.high < info.total
     calib = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(1))
     for target in (reach.low, reach.high):
@@ -204,10 +205,10 @@ def test_gaps_of_coarse_steps_are_refused_up_front(cfg):
     """round_to makes the uniform solver's steps coarse: a budget between them is refused
     before any job, with the solver's own message."""
     from prunebench.architecture import dense_info
-    from prunebench.methods import REACHABLE
+    from prunebench.methods import get_method
 
     cfg["methods"] = {"m": {"method": "minitron", "round_to": 64}}
-    reach = REACHABLE["minitron"](dense_info(cfg["models"]["tiny"]), {"round_to": 64})
+    reach = get_method("minitron").reach(dense_info(cfg["models"]["tiny"]), {"round_to": 64})
     bad = [t for t in range(reach.low, reach.high, 500) if _refuses(reach, t)]
     assert bad, "round_to 64 on 128 channels leaves gaps"
     cfg["models"]["tiny"]["budget"] = {"params": bad[0]}
@@ -332,8 +333,8 @@ def test_result_outside_tolerance_fails_the_prune_job(base, monkeypatch, capsys)
     def sloppy(model, calibration, budget, settings):  # claims 1 %, removes nothing
         return mbase.PrunedModel(model, {})
 
-    monkeypatch.setitem(mbase.REGISTRY, "sloppy", sloppy)
-    monkeypatch.setitem(mbase.REACHABLE, "sloppy", lambda info, s: info and mbase.Reach(1, info.total - 1, 0.01))
+    monkeypatch.setitem(mbase._METHODS, "sloppy", mbase.Method(
+        "sloppy", sloppy, {"type": "object"}, lambda info, s: info and mbase.Reach(1, info.total - 1, 0.01)))
     rc = cli.main(["prune", *_prune_args(base, {"method": "sloppy"}, {"ratio": 0.25})])
     err = capsys.readouterr().err
     assert rc == 1 and "config key models.tiny.budget: methods.m: 'sloppy' produced" in err
@@ -356,13 +357,13 @@ def test_unreachable_budget_fails_before_pruning(base, monkeypatch, capsys):
 
 def test_depth_report_within_tolerance(base):
     from prunebench import prune
-    from prunebench.methods import REACHABLE, arch_info
+    from prunebench.methods import arch_info, get_method
     from prunebench.models import load_model
 
     rep = prune.run(*[a.split("=", 1)[1] for a in _prune_args(base, {}, {})[:4]], model_name="tiny", method_name="d",
                     method_spec={"method": "depth", "criterion": "random"}, budget_cfg={"ratio": 0.3},
                     device="cpu", dtype="float32")
-    reach = REACHABLE["depth"](arch_info(load_model(base / "base")), {"criterion": "random"})
+    reach = get_method("depth").reach(arch_info(load_model(base / "base")), {"criterion": "random"})
     assert abs(rep["budget"]["error"]) <= reach.tolerance and rep["num_layers"] < 8
 
 

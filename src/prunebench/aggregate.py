@@ -12,7 +12,7 @@ preparation, excluded from latency), backend_info (the backend's settings as com
 roofline columns, torch, transformers.
 
 ``results/tables/speedups.csv`` -- one row per cell of a method other than the baseline
-(``dense``) whose baseline cell (same model, backend, lengths, batch) also ran: ``speedup``
+(the methods entry whose method keeps the base weights, ``dense``: :func:`baseline`) whose baseline cell (same model, backend, lengths, batch) also ran: ``speedup``
 = baseline latency / method latency, its bootstrap interval (``speedup_ci_low``,
 ``speedup_ci_high``; :func:`prunebench.timing.ratio_ci`), ``verdict`` (``faster`` /
 ``slower`` only where the whole interval is on that side of 1, else ``unclear``) and
@@ -23,8 +23,10 @@ roofline columns, torch, transformers.
 model, family, method, budget, params, params_ratio (vs dense), corpus, ppl with its 95 %
 interval (``ppl_ci_low``/``ppl_ci_high``), the mean NLL with its interval, n_windows,
 held_out (the corpus is also the calibration corpus: its windows avoid the calibration
-windows), ppl_status, weights, removed_blocks, widths_from_weights (the method chose its
-layer widths from the weights; with random weights that shape is not the method's).
+windows), ppl_status, weights, widths_from_weights (the method chose its layer widths from
+the weights; with random weights that shape is not the method's), then the columns the
+methods add from their prune reports (:meth:`prunebench.methods.Method.table_fields`:
+removed_blocks of the whole-block methods; empty for a method that does not add the column).
 
 Every table row carries its ``budget`` (the budget tag, :func:`prunebench.config.budget_tag`;
 empty for dense) beside ``method`` (the config's method name): ``variants`` maps each pruned
@@ -54,7 +56,7 @@ SPEEDUP_COLUMNS = [
 BASELINE = "dense"
 QUALITY_COLUMNS = ["model", "family", "method", "budget", "params", "params_ratio", "corpus", "ppl",
                    "ppl_ci_low", "ppl_ci_high", "nll", "nll_ci_low", "nll_ci_high", "n_windows", "held_out",
-                   "ppl_status", "weights", "removed_blocks", "widths_from_weights"]
+                   "ppl_status", "weights", "widths_from_weights"]
 
 
 def split_name(model: str, name: str, variants: dict | None) -> tuple[str, str]:
@@ -129,6 +131,9 @@ def speedup_table(records: list[dict], families: dict[str, str], baseline: str =
 
 def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[str, str],
                   variants: dict | None = None) -> pd.DataFrame:
+    from .methods import REGISTRY, table_columns
+
+    extra = table_columns()
     reports = {}
     for p in report_paths:
         r = read_json(p, required=("model", "method", "params_after"))
@@ -139,12 +144,13 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
         r = reports.get((rec["model"], rec["method"]), {})
         dense = r.get("params_before") or rec["params"]
         meth, tag = split_name(rec["model"], rec["method"], variants)
+        method = REGISTRY.get(r.get("algorithm"))
         base = {
             "model": rec["model"], "family": families.get(rec["model"], rec["model"]),
             "method": meth, "budget": tag, "params": rec["params"], "params_ratio": rec["params"] / dense,
             "ppl_status": rec.get("status"), "weights": rec.get("weights"),
-            "removed_blocks": " ".join(map(str, r["removed_blocks"])) if r.get("removed_blocks") is not None else "",
             "widths_from_weights": bool(r.get("widths_from_weights")),
+            **dict.fromkeys(extra, ""), **(method.table_fields(r) if method else {}),
         }
         corpora = rec.get("corpora")
         if not corpora:  # skipped (random weights), or a record of one corpus
@@ -153,8 +159,23 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
             rows.append({**base, "corpus": corpus, "held_out": bool(c.get("held_out_from_calibration")),
                          **{k: c.get(k) for k in ("ppl", "ppl_ci_low", "ppl_ci_high", "nll", "nll_ci_low",
                                                   "nll_ci_high", "n_windows")}})
-    return pd.DataFrame(rows, columns=QUALITY_COLUMNS).sort_values(
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS + extra).sort_values(
         ["model", "corpus", "params"], ascending=[True, True, False], kind="stable")
+
+
+def baseline(report_paths: list[str]) -> str:
+    """The methods entry the speed-ups are measured against: the one whose method keeps the
+    base weights (:attr:`prunebench.methods.Method.copies_weights`), by its prune reports;
+    :data:`BASELINE` where none or several do (then the entry of that name, if any)."""
+    from .methods import REGISTRY
+
+    found = set()
+    for p in report_paths:
+        r = read_json(p, required=("method",))
+        m = REGISTRY.get(r.get("algorithm"))
+        if m is not None and not m.copies_weights:
+            found.add(r["method"])
+    return found.pop() if len(found) == 1 else BASELINE
 
 
 def run(cells: list[str], ppls: list[str], reports: list[str], bench_out: str, quality_out: str,
@@ -163,5 +184,5 @@ def run(cells: list[str], ppls: list[str], reports: list[str], bench_out: str, q
     records = read_cells(cells, expect)
     write_csv(bench_out, bench_table(records, families, variants))
     if speedups_out:
-        write_csv(speedups_out, speedup_table(records, families, variants=variants))
+        write_csv(speedups_out, speedup_table(records, families, baseline(reports), variants=variants))
     write_csv(quality_out, quality_table(ppls, reports, families, variants))

@@ -16,7 +16,8 @@ the corpus sources, which import torch (seconds).  With ``stamp_dir`` (the Snake
 the config and of this package's code, with the size and time of the local files they read
 (corpus files, a local model's config.json): the next Snakemake run on the same config,
 code and files checks only the schema (milliseconds) -- a no-op run imports neither torch
-nor transformers.
+nor transformers.  The stamp also keeps what the rules read of each method's declarations
+(:func:`method_needs`), so that the rules need not import the method registry either.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: the config schema, shipped with the package (the Snakefile validates against this file too)
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -85,6 +87,12 @@ def _problems(validator, instance, prefix: tuple = ()) -> list[tuple[tuple, str]
             out.append((path, err.message))
     # one "required" error per missing key, each listing them all: every problem once
     return sorted(dict.fromkeys(out), key=lambda t: [str(x) for x in t[0]])
+
+
+def settings_problems(schema: dict, settings: dict) -> list[tuple[str, str]]:
+    """``(dotted key, what is wrong)`` of ``settings`` against a method's ``schema``; fills
+    the schema's defaults into ``settings`` (in place)."""
+    return [(_path(p), msg) for p, msg in _problems(_validator(schema), settings)]
 
 
 def schema_problems(config: dict, schema_path: str | os.PathLike = SCHEMA) -> list[tuple[tuple, str]]:
@@ -176,7 +184,7 @@ def _frontier_errors(config: dict) -> list[str]:
 
 def _method_settings(config: dict, ok, errs: list[str]) -> dict[str, tuple[str, dict]]:
     """Check every ``methods.<name>``; return ``{name: (algorithm, settings)}`` of the valid ones."""
-    from .methods import REGISTRY, SETTINGS_SCHEMAS, budget_problem
+    from .methods import REGISTRY, budget_problem
 
     valid = {}
     for name, spec in _mapping(config, "methods").items():
@@ -187,8 +195,7 @@ def _method_settings(config: dict, ok, errs: list[str]) -> dict[str, tuple[str, 
             errs.append(f"config key methods.{name}.method: unknown method {algo!r}; registered: {sorted(REGISTRY)}")
             continue
         settings = {k: v for k, v in spec.items() if k != "method"}
-        sub = SETTINGS_SCHEMAS.get(algo)
-        problems = _problems(_validator(sub), settings, ("methods", name)) if sub else []
+        problems = _problems(_validator(REGISTRY[algo].settings_schema), settings, ("methods", name))
         errs += [f"config key {_path(p)}: {msg}" for p, msg in problems]
         if problems:
             continue
@@ -325,40 +332,61 @@ def _stat(path: str) -> list:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def _stamp_holds(stamp: Path) -> bool:
-    """The stamp exists and the local files the checks read (listed in it) are unchanged."""
+def _read_stamp(stamp: Path) -> dict | None:
+    """The stamp's record where it exists and the local files the checks read (listed in it)
+    are unchanged; else None."""
     import json
 
     try:
-        files = json.loads(stamp.read_text() or "[]")
-        return all(_stat(f[0]) == f for f in files)
-    except (OSError, ValueError, TypeError, IndexError):
-        return False
+        rec = json.loads(stamp.read_text())
+        if all(_stat(f[0]) == f for f in rec["files"]) and isinstance(rec["methods"], dict):
+            return rec
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        pass
+    return None
+
+
+def method_needs(config: dict) -> dict[str, dict[str, bool]]:
+    """``{methods entry: what its method declares that the rules read}``
+    (:meth:`prunebench.methods.Method.needs`: needs_calibration, copies_weights, wants_gpu)."""
+    from .methods import get_method
+
+    return {name: get_method(spec["method"]).needs() for name, spec in config["methods"].items()}
 
 
 def validate(config: dict, *, check_cuda: bool = True, schema_path=SCHEMA,
-             stamp_dir: str | os.PathLike | None = None) -> dict:
+             stamp_dir: str | os.PathLike | None = None, needs: dict | None = None) -> dict:
     """Fill defaults into ``config`` (in place) and raise ConfigError listing every problem:
     the schema's and those of the checks across keys, run on the parts the schema passed.
 
-    ``stamp_dir``: remember a config that passed the cross-key checks (module docstring)."""
+    ``stamp_dir``: remember a config that passed the cross-key checks (module docstring).
+    ``needs``: a dict to fill with :func:`method_needs` -- what the rules read of each
+    method -- from the method registry, or from the stamp of a config that passed before
+    (the registry imports torch)."""
     import json
 
     problems = schema_problems(config, schema_path)
     errs = [f"config key {_path(p)}: {msg}" for p, msg in problems]
     stamp = Path(stamp_dir) / _fingerprint(config) if stamp_dir is not None and not errs else None
-    if stamp is None or not _stamp_holds(stamp):
+    rec = _read_stamp(stamp) if stamp is not None else None
+    if rec is None:
         seen: list[str] = []
         errs += semantic_errors(config, [p for p, _ in problems], seen)
-        if stamp is not None and not errs:
-            stamp.parent.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps([_stat(f) for f in dict.fromkeys(seen)]))
+        if not errs and (stamp is not None or needs is not None):
+            rec = {"files": [_stat(f) for f in dict.fromkeys(seen)], "methods": method_needs(config)}
+            if stamp is not None:  # written whole or not at all: a torn stamp would be read as none
+                stamp.parent.mkdir(parents=True, exist_ok=True)
+                tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+                tmp.write_text(json.dumps(rec))
+                os.replace(tmp, stamp)
     if check_cuda:
         errs += cuda_errors(config)
     if errs:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errs))
     for name, spec in config["models"].items():
         spec.setdefault("family", name)
+    if needs is not None:
+        needs.update(rec["methods"])
     return config
 
 

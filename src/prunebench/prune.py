@@ -1,9 +1,14 @@
 """Prune stage: base model folder + calibration tokens -> pruned model folder + report.
 
 Writes ``results/models/<model>/<method>/`` (format: :mod:`prunebench.models`) and the
-report ``results/prune/<model>/<method>.json``: method, settings, budget, parameter counts
-before/after, seconds, and the method's own fields (block scores, removed blocks, per-layer
-widths, ...).
+report ``results/prune/<model>/<method>.json``: method, settings (the method's defaults
+filled in: the settings actually used), budget, parameter counts before/after, seconds, and
+the method's own fields (block scores, removed blocks, per-layer widths, ...).
+
+What the stage does follows the method's declarations (:mod:`prunebench.methods.base`): a
+method that keeps the base weights gets a folder pointing at the base model (nothing
+loaded); one that wants no GPU runs on the CPU whatever ``pruning.device`` says; one that
+needs no calibration data is given none (``calibration_path`` may be empty).
 
 The budget is checked against the range the method declares for the loaded model before
 pruning, and the pruned model against the method's tolerance before anything is written
@@ -25,31 +30,43 @@ from .models import count_params, load_model, save_model, save_reference, weight
 
 
 
-def run(base_dir: str, calibration_path: str, out_dir: str, report_path: str, *, model_name: str,
+def run(base_dir: str, calibration_path: str | None, out_dir: str, report_path: str, *, model_name: str,
         method_name: str, method_spec: dict, budget_cfg: dict | None, device: str, dtype: str,
         seed: int = 0) -> dict:
     t0 = time.perf_counter()
-    settings = {k: v for k, v in method_spec.items() if k != "method"}
-    method = get_method(method_spec["method"])
+    algo = method_spec["method"]
+    try:
+        method = get_method(algo)
+    except KeyError as exc:
+        raise ConfigError(f"config key methods.{method_name}.method: {exc.args[0]}") from None
+    try:  # checked with the config already; completed with the method's defaults here, once
+        settings = method.settings({k: v for k, v in method_spec.items() if k != "method"})
+    except ValueError as exc:
+        raise ConfigError(f"config key methods.{method_name}.{exc}") from None
     weights = weights_kind(base_dir)
-    if method_spec["method"] == "dense":
+    if not method.copies_weights:
         # no copy of the weights: the folder points at the base model
         man = save_reference(base_dir, out_dir, model_name=model_name, method=method_name)
         report = {"params_before": man["params"], "params_after": man["params"]}
     else:
-        dev = resolve_device(device)
+        dev = resolve_device(device if method.wants_gpu else "cpu")
         torch.manual_seed(seed)
         model = load_model(base_dir, dtype=dtype, device=dev)
-        calib, calib_meta = data_mod.load_tokens(calibration_path)
+        calib, calib_meta = None, None
+        if method.needs_calibration:
+            if not calibration_path:
+                raise ConfigError(f"config key methods.{method_name}.method: {algo!r} needs calibration data "
+                                  "and none was given (calibration_path)")
+            calib, calib_meta = data_mod.load_tokens(calibration_path)
         key = f"models.{model_name}.budget"
         budget = Budget.from_config(budget_cfg, count_params(model), key=key)
         info = arch_info(model)
-        _refuse(key, method_name, lambda: budget_problem(method_spec["method"], info, settings, budget.target_params))
-        result = method(model, calib, budget, settings)
+        _refuse(key, method_name, lambda: budget_problem(algo, info, settings, budget.target_params))
+        result = method.prune(model, calib, budget, settings)
         report = result.report
         model = result.model
         # a result outside the method's tolerance is an error, not a mislabelled model
-        _refuse(key, method_name, lambda: result_problem(method_spec["method"], info, settings,
+        _refuse(key, method_name, lambda: result_problem(algo, info, settings,
                                                          budget.target_params, count_params(model)))
         save_kind = "random" if weights == "random" else "safetensors"
         man = save_model(model, out_dir, model_name=model_name, method=method_name,
@@ -58,9 +75,10 @@ def run(base_dir: str, calibration_path: str, out_dir: str, report_path: str, *,
         report["params_after"] = count_params(model)
         report["budget"] = {"target_params": budget.target_params, "ratio": budget.ratio,
                             "error": report["params_after"] / budget.target_params - 1}
-        report["calibration"] = calib_meta
+        if calib_meta is not None:
+            report["calibration"] = calib_meta
         report["device"] = str(dev)
-    report = {"model": model_name, "method": method_name, "algorithm": method_spec["method"],
+    report = {"model": model_name, "method": method_name, "algorithm": algo,
               "settings": settings, "weights": weights, **report,
               "structure": man.get("structure"), "num_layers": man["num_layers"],
               "seconds": round(time.perf_counter() - t0, 2)}

@@ -17,9 +17,11 @@ from prunebench import config as pbconfig  # noqa: E402
 from prunebench import paths  # noqa: E402
 from prunebench.gpus import count_without_torch  # noqa: E402
 
+#: what each methods entry's method declares that the rules read (needs_calibration, wants_gpu, ...)
+METHOD_NEEDS = {}
 try:
     # a config that passed once on this code is not checked across keys again (fast start-up)
-    pbconfig.validate(config, check_cuda=False, stamp_dir=".snakemake/prunebench-validated")
+    pbconfig.validate(config, check_cuda=False, stamp_dir=".snakemake/prunebench-validated", needs=METHOD_NEEDS)
 except pbconfig.ConfigError as exc:
     raise WorkflowError(str(exc))
 

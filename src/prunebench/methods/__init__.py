@@ -1,19 +1,31 @@
 """Pruning methods: one file per method, all behind one interface.
 
-A method is a function ``prune(model, calibration, budget, settings) -> PrunedModel``
-registered under a name with :func:`register`, with the JSON schema of its settings and
-``reachable(info, settings) -> Reach``: the parameter counts it can produce for an
-architecture (checked against the budget before any job runs).  ``config.yaml`` names entries of
-``methods:`` whose ``method:`` key picks the registered function; the remaining keys
-of the entry are its ``settings``.  Adding a method = adding one file here (imported
-below) and one config entry.
+A method is a function ``prune(model, calibration, budget, settings) -> PrunedModel`` in a
+file of this package, registered under a name with :func:`register` together with what
+the pipeline needs to know about it: the JSON schema of its settings (with their defaults),
+the parameter counts it can reach, whether it reads calibration data, copies the weights or
+wants a GPU, and the columns it adds to the tables (:mod:`.base`).  Every module of this
+package is imported here; those that register a method are the methods (:data:`MODULES`),
+the others are helpers (``base``, ``blocks``, ``width``).  ``config.yaml`` names entries
+of ``methods:`` whose ``method:`` key picks the registered method; the remaining keys of the
+entry are its ``settings``.  Adding a method = adding one file here and one config entry.
 """
 from __future__ import annotations
 
-from .base import (REACHABLE, REGISTRY, SETTINGS_SCHEMAS, ArchInfo, Budget, PrunedModel, Reach, arch_info,  # noqa: F401
-                   budget_problem, get_method, register, result_problem)
+import importlib
+import pkgutil
 
-# Each import registers its method.
-from . import dense  # noqa: F401,E402
-from . import angular, depth, shortgpt, sleb  # noqa: F401,E402  (whole blocks)
-from . import flap, llm_pruner, minitron, wanda_sp  # noqa: F401,E402  (heads and channels)
+from .base import (REGISTRY, ArchInfo, Budget, Method, PrunedModel, Reach, arch_info,  # noqa: F401
+                   budget_problem, get_method, register, result_problem, table_columns)
+
+
+def _discover() -> None:
+    for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        if not mod.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod}")
+
+
+_discover()
+
+#: the modules that registered a method (a method's file)
+MODULES = frozenset(m.module for m in REGISTRY.values())

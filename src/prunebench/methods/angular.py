@@ -45,8 +45,8 @@ import math
 import torch
 
 from ..models import count_params
-from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import block_params, removal_report, scan_hidden_states, keep_reach
+from .base import Budget, PrunedModel, register
+from .blocks import block_params, removal_report, scan_hidden_states, keep_reach, REPORT_FIELDS
 
 SETTINGS = {
     "type": "object",
@@ -103,23 +103,19 @@ def choose_run(dist: torch.Tensor, per_block: list[int], total: int, target: int
     return best
 
 
-reachable = keep_reach(SETTINGS)
-
-
-@register("angular", SETTINGS, reachable)
+@register("angular", SETTINGS, keep_reach, report_fields=REPORT_FIELDS)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
-    s = with_defaults(SETTINGS, settings)
     n_layers = len(model.model.layers)
     total, per_block = count_params(model), block_params(model)
-    ad = AngularDistances(s["tokens"])
-    scan_hidden_states(model, calibration, s["batch_size"], ad)
+    ad = AngularDistances(settings["tokens"])
+    scan_hidden_states(model, calibration, settings["batch_size"], ad)
     dist = ad.matrix
-    start, n = choose_run(dist, per_block, total, budget.target_params, s["keep_first"], s["keep_last"])
+    start, n = choose_run(dist, per_block, total, budget.target_params, settings["keep_first"], settings["keep_last"])
     removal = removal_report(model, list(range(start, start + n)), n_layers, total, per_block,
-                             s["keep_first"], s["keep_last"])
+                             settings["keep_first"], settings["keep_last"])
     return PrunedModel(model, {
         "criterion": "angular distance",
-        "tokens": s["tokens"],
+        "tokens": settings["tokens"],
         "run": {"start": start, "length": n},
         # scores[l]: distance across the run of the chosen length starting at block l
         "scores": [float(dist[l, l + n]) for l in range(n_layers - n + 1)] if n else [],

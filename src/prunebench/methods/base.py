@@ -1,17 +1,39 @@
 """The method interface, the registry, the parameter budget and what a method can reach.
 
-A method declares, with its settings schema, the parameter counts it can produce for an
-architecture: ``reachable(info, settings) -> Reach`` (``info``: :class:`ArchInfo` of the dense
-model).  The config check (before any job, from the architecture built on the meta device)
-and the prune stage (on the loaded model) refuse a budget outside that range, and the prune
-stage refuses a result further from the budget than the method's tolerance.
+A method is one file of this package that calls :func:`register` with everything the
+pipeline needs to know about it (the package discovers such files; ``base``, ``blocks`` and
+``width`` are helpers that register nothing):
+
+``settings_schema``
+    JSON schema of its settings (the config entry minus ``method``), with the ``default`` of
+    every setting it does not require: :meth:`Method.settings` fills them in once, so the
+    prune report records the settings actually used.
+``reachable(info, settings) -> Reach``
+    the parameter counts it can produce for an architecture (``info``: :class:`ArchInfo` of
+    the dense model).  The config check (before any job, from the architecture built on the
+    meta device) and the prune stage (on the loaded model) refuse a budget outside that
+    range, and the prune stage refuses a result further from the budget than the method's
+    tolerance.  Absent: the method takes no budget (``dense``).
+``needs_calibration``
+    whether the prune job reads the calibration windows (the rule asks for them).
+``copies_weights``
+    False: the method leaves the base model as it is; its model folder points at the base
+    folder instead of holding a copy, and no model is loaded.
+``wants_gpu``
+    whether the prune job runs on ``pruning.device`` (and asks for a GPU there); False: on
+    the CPU, with no GPU asked for.
+``report_fields``
+    columns the method adds to ``quality.csv``: ``{column: fn(report) -> value}`` read from
+    its prune report (:meth:`Method.table_fields`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -53,13 +75,16 @@ class Budget:
 class PrunedModel:
     """What every method returns: the pruned model (in memory) and a JSON-able report."""
 
-    model: torch.nn.Module
+    model: "torch.nn.Module"
     report: dict = field(default_factory=dict)
 
 
-class Method(Protocol):
+class PruneFn(Protocol):
+    """``prune(model, calibration, budget, settings)``: ``settings`` complete (defaults filled);
+    ``calibration`` None for a method that declares ``needs_calibration=False``."""
+
     def __call__(
-        self, model: torch.nn.Module, calibration: torch.Tensor, budget: Budget, settings: dict
+        self, model: "torch.nn.Module", calibration: "torch.Tensor | None", budget: Budget, settings: dict
     ) -> PrunedModel: ...
 
 
@@ -123,38 +148,95 @@ class Reach:
 
 #: ``reachable(info, settings) -> Reach | None``: ``info`` is None where the architecture is
 #: not known before the jobs run (a hub checkpoint): then only the settings are checked.
-#: Invalid settings raise ``ValueError("<settings key>: <what is wrong>")``.
+#: ``settings`` are complete (defaults filled).  Invalid settings raise
+#: ``ValueError("<settings key>: <what is wrong>")``.
 Reachable = Callable[["ArchInfo | None", dict], "Reach | None"]
 
-REGISTRY: dict[str, Method] = {}
-#: JSON schema of each method's settings (the config entry minus ``method``), checked
-#: with the rest of the config before any job runs.
-SETTINGS_SCHEMAS: dict[str, dict] = {}
-#: each method's reachable range (absent: the method takes no budget, e.g. ``dense``)
-REACHABLE: dict[str, Reachable] = {}
+#: what the workflow's rules read of a method (:meth:`Method.needs`)
+NEEDS = ("needs_calibration", "copies_weights", "wants_gpu")
 
 
-def register(name: str, settings_schema: dict | None = None,
-             reachable: Reachable | None = None) -> Callable[[Method], Method]:
-    def deco(fn: Method) -> Method:
-        if name in REGISTRY:
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its prune function and its declarations (module docstring).
+
+    Calling it prunes with the settings completed: ``method(model, calibration, budget, settings)``."""
+
+    name: str
+    prune: PruneFn
+    settings_schema: dict
+    reachable: Reachable | None = None
+    needs_calibration: bool = True
+    copies_weights: bool = True
+    wants_gpu: bool = True
+    report_fields: Mapping[str, Callable[[dict], object]] = field(default_factory=dict)
+    module: str = ""  #: the file that registered it
+
+    def settings(self, settings: dict) -> dict:
+        """``settings`` checked against the schema, with every default filled in (a new dict).
+
+        Raises ``ValueError("<settings key>: <what is wrong>")``."""
+        from ..config import settings_problems
+
+        out = dict(settings)
+        problems = settings_problems(self.settings_schema, out)
+        if problems:
+            key, msg = problems[0]
+            raise ValueError(f"{key}: {msg}")
+        return out
+
+    def reach(self, info: "ArchInfo | None", settings: dict) -> "Reach | None":
+        """What the method reaches for ``info`` with ``settings`` (None: it takes no budget)."""
+        return self.reachable(info, self.settings(settings)) if self.reachable else None
+
+    def needs(self) -> dict[str, bool]:
+        """The declarations the workflow's rules read (:data:`NEEDS`)."""
+        return {k: getattr(self, k) for k in NEEDS}
+
+    def table_fields(self, report: dict) -> dict:
+        """The columns this method adds to ``quality.csv``, read from its prune report."""
+        return {col: fn(report) for col, fn in self.report_fields.items()}
+
+    def __call__(self, model, calibration, budget: Budget, settings: dict) -> PrunedModel:
+        return self.prune(model, calibration, budget, self.settings(settings))
+
+
+_METHODS: dict[str, Method] = {}
+#: every registered method by name (read-only; filled by :func:`register`)
+REGISTRY: Mapping[str, Method] = MappingProxyType(_METHODS)
+
+
+def register(name: str, settings_schema: dict | None = None, reachable: Reachable | None = None, *,
+             needs_calibration: bool = True, copies_weights: bool = True, wants_gpu: bool = True,
+             report_fields: Mapping[str, Callable[[dict], object]] | None = None) -> Callable[[PruneFn], Method]:
+    """Register the decorated ``prune`` function as method ``name`` with its declarations
+    (module docstring).  The decorator returns the :class:`Method`."""
+    if not copies_weights and (reachable is not None or needs_calibration):
+        raise ValueError(f"method {name!r}: one that keeps the base weights takes no budget and no calibration")
+
+    def deco(fn: PruneFn) -> Method:
+        if name in _METHODS:
             raise ValueError(f"method {name!r} registered twice")
-        REGISTRY[name] = fn
-        if settings_schema is not None:
-            SETTINGS_SCHEMAS[name] = settings_schema
-        if reachable is not None:
-            REACHABLE[name] = reachable
-        return fn
+        m = Method(name=name, prune=fn, settings_schema=settings_schema or {"type": "object"},
+                   reachable=reachable, needs_calibration=needs_calibration, copies_weights=copies_weights,
+                   wants_gpu=wants_gpu, report_fields=MappingProxyType(dict(report_fields or {})),
+                   module=fn.__module__)
+        _METHODS[name] = m
+        return m
 
     return deco
+
+
+def table_columns() -> list[str]:
+    """Every column the registered methods add to ``quality.csv``, in registration order."""
+    return list(dict.fromkeys(col for m in _METHODS.values() for col in m.report_fields))
 
 
 def budget_problem(algo: str, info: ArchInfo | None, settings: dict, target: int | None) -> str | None:
     """Why ``algo`` with ``settings`` cannot prune to ``target`` parameters (None: it can).
 
     Raises ``ValueError("<settings key>: ...")`` for settings the architecture rules out."""
-    fn = REACHABLE.get(algo)
-    reach = fn(info, settings) if fn else None
+    reach = get_method(algo).reach(info, settings)
     if reach is None or target is None:
         return None
     if not reach.low <= target <= reach.high:
@@ -171,8 +253,7 @@ def budget_problem(algo: str, info: ArchInfo | None, settings: dict, target: int
 def result_problem(algo: str, info: ArchInfo, settings: dict, target: int, after: int) -> str | None:
     """Why a pruned model of ``after`` parameters misses ``target`` by more than the method's
     tolerance (None: within it)."""
-    fn = REACHABLE.get(algo)
-    reach = fn(info, settings) if fn else None
+    reach = get_method(algo).reach(info, settings)
     if reach is None:
         return None
     error = after / target - 1
@@ -184,13 +265,6 @@ def result_problem(algo: str, info: ArchInfo, settings: dict, target: int, after
 
 def get_method(name: str) -> Method:
     try:
-        return REGISTRY[name]
+        return _METHODS[name]
     except KeyError:
-        raise KeyError(f"unknown method {name!r}; registered: {sorted(REGISTRY)}") from None
-
-
-def with_defaults(schema: dict, settings: dict) -> dict:
-    """``settings`` with the ``default`` of every property of ``schema`` it does not set."""
-    out = {k: sub["default"] for k, sub in schema.get("properties", {}).items() if "default" in sub}
-    out.update(settings)
-    return out
+        raise KeyError(f"unknown method {name!r}; registered: {sorted(_METHODS)}") from None

@@ -8,7 +8,7 @@
   states (``shortgpt``, ``angular``);
 * the report every depth method writes;
 * the parameter counts removing whole blocks can reach (:func:`reach`), which every
-  depth method declares.
+  depth method declares, and the column they add to the tables (:data:`REPORT_FIELDS`).
 """
 from __future__ import annotations
 
@@ -29,16 +29,14 @@ def removable(n_layers: int, keep_first: int, keep_last: int) -> list[int]:
     return list(range(keep_first, max(keep_first, n_layers - keep_last)))
 
 
-def keep_reach(schema: dict):
-    """The ``reachable`` declaration of a whole-block method whose settings (``schema``) have
+def keep_reach(info: ArchInfo | None, settings: dict) -> Reach | None:
+    """The ``reachable`` declaration of a whole-block method whose settings have
     ``keep_first`` / ``keep_last``: :func:`reach` with the settings' values."""
-    from .base import with_defaults
+    return reach(info, settings["keep_first"], settings["keep_last"])
 
-    def reachable(info, settings: dict):
-        s = with_defaults(schema, settings)
-        return reach(info, s["keep_first"], s["keep_last"])
 
-    return reachable
+#: the column every whole-block method adds to ``quality.csv`` (``register(report_fields=)``)
+REPORT_FIELDS = {"removed_blocks": lambda report: " ".join(map(str, report.get("removed_blocks") or []))}
 
 
 def reach(info: ArchInfo | None, keep_first: int, keep_last: int) -> Reach | None:

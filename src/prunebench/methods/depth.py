@@ -14,10 +14,12 @@ Settings (``methods.<name>`` in the config):
                   draws from the blocks that criterion may remove (its protected
                   blocks), so that chance competes on equal terms.
 ``keep_first``, ``keep_last``
-    blocks protected from removal (defaults: 0/0 for ``ppl``, 4/2 for ``taylor``; for
-    ``random``, those of ``like``, else 0/0).
+    blocks protected from removal (defaults: 4/2 for ``taylor``, 0/0 for the others; for
+    ``random``, those of ``like``).
 ``batch_size``
-    calibration batch size for scoring.
+    calibration batch size for scoring (8).
+``seed``
+    of the ``random`` choice (0).
 
 The number of blocks to remove is solved from the budget: the count whose pruned
 model has the parameter count closest to ``budget.target_params``.  Removal is
@@ -31,9 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import Budget, PrunedModel, register
-from .blocks import Skip as _Skip, nll_without, reach, remove_blocks, remove_lowest, solve_num_blocks  # noqa: F401
-
-DEFAULT_KEEP = {"ppl": (0, 0), "taylor": (4, 2), "random": (0, 0)}
+from .blocks import (REPORT_FIELDS, Skip as _Skip, keep_reach, nll_without, remove_blocks, remove_lowest,  # noqa: F401
+                     solve_num_blocks)
 
 
 SCORE_MEANING = {
@@ -87,44 +88,36 @@ SETTINGS = {
     "additionalProperties": False,
     "required": ["criterion"],
     "properties": {
-        "criterion": {"enum": ["ppl", "taylor", "random"]},
-        "seed": {"type": "integer"},
-        "like": {"enum": ["ppl", "taylor"], "description": "random: draw from the blocks this criterion may remove"},
+        "criterion": {"enum": list(SCORE_MEANING)},
+        "seed": {"type": "integer", "default": 0},
+        "like": {"enum": ["ppl", "taylor", None], "default": None,
+                 "description": "random: draw from the blocks this criterion may remove"},
         "keep_first": {"type": "integer", "minimum": 0},
         "keep_last": {"type": "integer", "minimum": 0},
-        "batch_size": {"type": "integer", "minimum": 1},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
     },
+    # the protected blocks' defaults depend on the criterion: Taylor+ keeps the first 4 and
+    # the last 2 (the paper's choice), the others protect none; a random control drawn
+    # "like" Taylor+ protects what Taylor+ protects
+    "if": {"anyOf": [{"properties": {"criterion": {"const": "taylor"}}},
+                     {"properties": {"like": {"const": "taylor"}}, "required": ["like"]}]},
+    "then": {"properties": {"keep_first": {"default": 4}, "keep_last": {"default": 2}}},
+    "else": {"properties": {"keep_first": {"default": 0}, "keep_last": {"default": 0}}},
 }
 
 
-def keep(settings: dict) -> tuple[int, int]:
-    """``keep_first``/``keep_last``: the criterion's defaults (a random control's: those of
-    the criterion it is ``like``) unless set."""
-    criterion = settings.get("criterion", "ppl")
-    if settings.get("like") is not None:
-        if criterion != "random":
-            raise ValueError(f"like: only a random criterion draws like another one (criterion is {criterion!r})")
-        criterion = settings["like"]
-    first, last = DEFAULT_KEEP.get(criterion, (0, 0))
-    return settings.get("keep_first", first), settings.get("keep_last", last)
-
-
-@register("depth", SETTINGS, lambda info, settings: reach(info, *keep(settings)))
+@register("depth", SETTINGS, keep_reach, report_fields=REPORT_FIELDS)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
-    criterion = settings.get("criterion", "ppl")
-    if criterion not in DEFAULT_KEEP:
-        raise ValueError(f"methods.*.criterion: unknown depth criterion {criterion!r}; expected {sorted(DEFAULT_KEEP)}")
-    keep_first, keep_last = keep(settings)
-    bs = settings.get("batch_size", 8)
-    n_layers = len(model.model.layers)
-
+    criterion, bs = settings["criterion"], settings["batch_size"]
+    if settings.get("like") is not None and criterion != "random":
+        raise ValueError(f"methods.*.like: only a random criterion draws like another one (criterion is {criterion!r})")
     if criterion == "ppl":
         scores = ppl_scores(model, calibration, bs)
     elif criterion == "taylor":
         scores = taylor_scores(model, calibration, bs)
     else:
-        g = torch.Generator().manual_seed(settings.get("seed", 0))
-        scores = torch.rand(n_layers, generator=g).tolist()
-    removal = remove_lowest(model, scores, budget, keep_first, keep_last)
+        g = torch.Generator().manual_seed(settings["seed"])
+        scores = torch.rand(len(model.model.layers), generator=g).tolist()
+    removal = remove_lowest(model, scores, budget, settings["keep_first"], settings["keep_last"])
     return PrunedModel(model, {"criterion": criterion, "scores": scores, "like": settings.get("like"),
                                "score_meaning": SCORE_MEANING[criterion], **removal})

@@ -47,7 +47,7 @@ import time
 import torch
 
 from ..models import count_params
-from .base import Budget, PrunedModel, Reach, register, with_defaults
+from .base import Budget, PrunedModel, Reach, register
 from .width import (TOLERANCE, attn_geometry, result_report, head_channels, kv_group_params, mlp_channel_params,
                     prune_attention, prune_mlp, removed_input_bias)
 
@@ -73,8 +73,7 @@ def reachable(info, settings: dict):
     channels); within :data:`TOLERANCE` of the budget."""
     if info is None:
         return None
-    opt = with_defaults(SETTINGS, settings)
-    bias, round_to, inter = opt["bias_compensation"], opt["round_to"], info.intermediate
+    bias, round_to, inter = settings["bias_compensation"], settings["round_to"], info.intermediate
     o_extra = info.hidden if bias and not info.o_bias else 0
     down_extra = info.hidden if bias and not info.down_bias else 0
     smallest = inter - round_to * ((inter - 1) // round_to)  # the last chunk of a layer
@@ -279,8 +278,7 @@ def _params_after(model, masks_attn, masks_mlp, scores, bias: bool) -> int:
 @register("flap", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
-    opt = with_defaults(SETTINGS, settings)
-    metric, structure, bias, bs, round_to = (opt[k] for k in ("metric", "structure", "bias_compensation",
+    metric, structure, bias, bs, round_to = (settings[k] for k in ("metric", "structure", "bias_compensation",
                                                              "batch_size", "round_to"))
     layers = model.model.layers
     total = count_params(model)

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from ..models import count_params, layer_structure
-from .base import Budget, PrunedModel, register, with_defaults
+from .base import Budget, PrunedModel, register
 from .width import (attn_geometry, budget_report, check_uniform, plan_report, resolve_layer_range, solve_plan,
                     sync_attention_attrs, uniform_reach)
 
@@ -264,8 +264,7 @@ def _keep_kv_heads(check, kv_modules):
 def reachable(info, settings: dict):
     """The uniform solver's range over the layer range; an empty range is refused even
     where the depth is not known yet."""
-    opt = with_defaults(SETTINGS, settings)
-    start, end = opt["layer_start"], opt["layer_end"]
+    start, end = settings["layer_start"], settings["layer_end"]
     if info is None:
         if start is not None and end is not None and (start < 0) == (end < 0) and start >= end:
             raise ValueError(f"layer_end: [{start}, {end}) is an empty layer range (end is exclusive)")
@@ -274,28 +273,27 @@ def reachable(info, settings: dict):
         s, e = resolve_layer_range(info.n_layers, start, end)
     except ValueError as exc:
         raise ValueError(f"layer_end: {exc}") from None
-    return uniform_reach(info, e - s, opt["round_to"])
+    return uniform_reach(info, e - s, settings["round_to"])
 
 
 @register("llm-pruner", SETTINGS, reachable)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
-    opt = with_defaults(SETTINGS, settings)
-    kind, bs = opt["importance"], opt["batch_size"]
+    kind, bs = settings["importance"], settings["batch_size"]
     layers_all = model.model.layers
     n_layers = len(layers_all)
-    start, end = resolve_layer_range(n_layers, opt["layer_start"], opt["layer_end"])
+    start, end = resolve_layer_range(n_layers, settings["layer_start"], settings["layer_end"])
     layers = [layers_all[i] for i in range(start, end)]
     check_uniform(layers, "llm-pruner")
     total = count_params(model)
-    plan = solve_plan(layers[0], len(layers), total, budget.target_params, round_to=opt["round_to"])
+    plan = solve_plan(layers[0], len(layers), total, budget.target_params, round_to=settings["round_to"])
     log.info("llm-pruner: layers [%d, %d), remove %d heads and %d channels per layer (ratio %.3f)",
              start, end, plan["heads_removed"], plan["channels_removed"], plan["ratio"])
 
     loss = None
     if plan["heads_removed"] or plan["channels_removed"]:
         if kind == "taylor":
-            n_ex = opt["num_examples"] or calibration.shape[0]
+            n_ex = settings["num_examples"] or calibration.shape[0]
             params = [m.weight for l in layers for m in l.modules() if isinstance(m, nn.Linear)]
             loss = accumulate_gradients(model, calibration[:n_ex], params, bs)
         example = calibration[:1, : min(8, calibration.shape[1])].to(next(model.parameters()).device)

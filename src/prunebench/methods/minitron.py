@@ -36,7 +36,7 @@ import time
 import torch
 
 from ..models import count_params
-from .base import Budget, PrunedModel, register, with_defaults
+from .base import Budget, PrunedModel, register
 from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
                     solve_plan, UNIFORM_SETTINGS, uniform_reachable)
 
@@ -58,24 +58,20 @@ class ActivationMagnitude:
         return self.sq.sqrt().cpu()
 
 
-reachable = uniform_reachable(SETTINGS, "minitron")
-
-
-@register("minitron", SETTINGS, reachable)
+@register("minitron", SETTINGS, uniform_reachable("minitron"))
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
-    opt = with_defaults(SETTINGS, settings)
     layers = model.model.layers
     check_uniform(list(layers), "minitron")
     total = count_params(model)
-    plan = solve_plan(layers[0], len(layers), total, budget.target_params, round_to=opt["round_to"],
+    plan = solve_plan(layers[0], len(layers), total, budget.target_params, round_to=settings["round_to"],
                       method="minitron", hint="lower the budget ratio or round_to")
     acts = [(ActivationMagnitude(), ActivationMagnitude()) for _ in layers]
     hooks = {}
     for layer, (a, m) in zip(layers, acts):
         hooks[layer.self_attn.o_proj] = a.update
         hooks[layer.mlp.down_proj] = m.update
-    feed_calibration(model, calibration, opt["batch_size"], hooks)
+    feed_calibration(model, calibration, settings["batch_size"], hooks)
     head_scores = []
     with torch.no_grad():
         for layer, (a, m) in zip(layers, acts):

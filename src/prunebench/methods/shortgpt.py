@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import cosine, remove_lowest, scan_hidden_states, keep_reach
+from .base import Budget, PrunedModel, register
+from .blocks import cosine, remove_lowest, scan_hidden_states, keep_reach, REPORT_FIELDS
 
 SETTINGS = {
     "type": "object",
@@ -64,14 +64,10 @@ def block_influence(model, calibration: torch.Tensor, batch_size: int) -> list[f
     return bi.scores
 
 
-reachable = keep_reach(SETTINGS)
-
-
-@register("shortgpt", SETTINGS, reachable)
+@register("shortgpt", SETTINGS, keep_reach, report_fields=REPORT_FIELDS)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
-    s = with_defaults(SETTINGS, settings)
-    scores = block_influence(model, calibration, s["batch_size"])
-    removal = remove_lowest(model, scores, budget, s["keep_first"], s["keep_last"])
+    scores = block_influence(model, calibration, settings["batch_size"])
+    removal = remove_lowest(model, scores, budget, settings["keep_first"], settings["keep_last"])
     return PrunedModel(model, {
         "criterion": "block influence",
         "scores": scores,

@@ -26,8 +26,8 @@ import torch
 
 from ..models import count_params
 from ..likelihood import mean_nll
-from .base import Budget, PrunedModel, register, with_defaults
-from .blocks import Skip, block_params, keep_reach, nll_without, removable, removal_report
+from .base import Budget, PrunedModel, register
+from .blocks import REPORT_FIELDS, Skip, block_params, keep_reach, nll_without, removable, removal_report
 
 SETTINGS = {
     "type": "object",
@@ -68,18 +68,14 @@ def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, ke
     return steps
 
 
-reachable = keep_reach(SETTINGS)
-
-
-@register("sleb", SETTINGS, reachable)
+@register("sleb", SETTINGS, keep_reach, report_fields=REPORT_FIELDS)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
-    s = with_defaults(SETTINGS, settings)
     n_layers = len(model.model.layers)
     total, per_block = count_params(model), block_params(model)
-    steps = eliminate(model, calibration, budget.target_params, s["keep_first"], s["keep_last"], s["batch_size"])
+    steps = eliminate(model, calibration, budget.target_params, settings["keep_first"], settings["keep_last"], settings["batch_size"])
     first = steps[0]["candidates"] if steps else {}
     removal = removal_report(model, [st["removed"] for st in steps], n_layers, total, per_block,
-                             s["keep_first"], s["keep_last"])
+                             settings["keep_first"], settings["keep_last"])
     return PrunedModel(model, {
         "criterion": "iterative calibration PPL",
         # scores: the first step's PPL without each block (null: protected), as depth-ppl's

@@ -36,7 +36,7 @@ import time
 import torch
 
 from ..models import count_params
-from .base import Budget, PrunedModel, register, with_defaults
+from .base import Budget, PrunedModel, register
 from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
                     solve_plan, UNIFORM_SETTINGS, uniform_reachable)
 
@@ -65,23 +65,19 @@ def channel_scores(weight: torch.Tensor, st: InputNorm) -> torch.Tensor:
     return (weight.detach().double().abs() * st.norm.to(weight.device)).mean(0).cpu()
 
 
-reachable = uniform_reachable(SETTINGS, "wanda-sp")
-
-
-@register("wanda-sp", SETTINGS, reachable)
+@register("wanda-sp", SETTINGS, uniform_reachable("wanda-sp"))
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     t0 = time.perf_counter()
-    opt = with_defaults(SETTINGS, settings)
     layers = model.model.layers
     check_uniform(list(layers), "wanda-sp")
     total = count_params(model)
-    plan = solve_plan(layers[0], len(layers), total, budget.target_params, round_to=opt["round_to"],
+    plan = solve_plan(layers[0], len(layers), total, budget.target_params, round_to=settings["round_to"],
                       method="wanda-sp", hint="lower the budget ratio or round_to")
     head_scores = []
     with torch.no_grad():
         for layer in layers:
             attn_in, mlp_in = InputNorm(), InputNorm()
-            feed_calibration(model, calibration, opt["batch_size"],
+            feed_calibration(model, calibration, settings["batch_size"],
                              {layer.self_attn.o_proj: attn_in.update, layer.mlp.down_proj: mlp_in.update},
                              stop_after=layer)
             g = attn_geometry(layer.self_attn)

@@ -351,14 +351,14 @@ UNIFORM_SETTINGS = {
 }
 
 
-def uniform_reachable(schema: dict, method: str):
-    """The ``reachable`` declaration of a method pruning every layer to one width."""
-    from .base import with_defaults
+def uniform_reachable(method: str):
+    """The ``reachable`` declaration of a method pruning every layer to one width (settings
+    with ``round_to``)."""
 
     def reachable(info, settings: dict):
         if info is None:
             return None
-        return uniform_reach(info, info.n_layers, with_defaults(schema, settings)["round_to"],
+        return uniform_reach(info, info.n_layers, settings["round_to"],
                              method=method, hint="lower the budget ratio or round_to")
 
     return reachable
