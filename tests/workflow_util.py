@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402  (one place: the checkout)
 
 
 def snakemake(workdir: Path, *args: str, config: Path | None = None, check: bool = True,

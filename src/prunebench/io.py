@@ -43,26 +43,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
-        _maybe_die(path)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
-
-
-FAULT_ENV = "PRUNEBENCH_FAULT_INJECT"
-
-
-def _maybe_die(path: Path) -> None:
-    """Fault injection for the tests: ``PRUNEBENCH_FAULT_INJECT=<text>`` SIGKILLs this process
-    group (the job and the Snakemake that started it, as when a node dies) right after the
-    temporary file of a path containing ``<text>`` is complete and before it is renamed."""
-    needle = os.environ.get(FAULT_ENV)
-    if needle and needle in str(path):
-        import signal
-
-        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def _clean(obj: Any) -> Any:

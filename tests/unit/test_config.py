@@ -9,7 +9,7 @@ import yaml
 
 from prunebench import config as pbconfig
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 
 
 def paper():

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,12 +14,14 @@ import pytest
 from workflow_util import ROOT, job_counts, snakemake, tiny_workdir
 
 pytestmark = pytest.mark.workflow
+#: its sitecustomize.py arms the fault in every Python process of a run (the product has no hook)
+FAULTS = Path(__file__).resolve().parent / "faultinject"
 
 
 def killed_run(wd, cfg, needle: str, *targets: str) -> int:
     """Run snakemake in its own process group with the fault armed; return its exit status."""
     env = dict(os.environ, PRUNEBENCH_FAULT_INJECT=needle,
-               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([str(FAULTS), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd), *targets,
            "--cores", "1", "--configfile", str(cfg), "--replace-workflow-config"]
     proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900,

@@ -23,7 +23,7 @@ import yaml
 
 from prunebench import paths
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 VENV = Path(sys.executable).parent.parent
 
 pytestmark = pytest.mark.workflow
@@ -36,7 +36,7 @@ NOT_RUN = {
     "scripts/backend_variants.sh": "GPU only",
     "prunebench.tools.gemv_bench": "GPU only",
     "# on the node": "runs on an offline GPU node",
-    "prunebench bundle": "downloads wheels from PyPI (tests/test_cli_bundle.py, marked network)",
+    "prunebench bundle": "downloads wheels from PyPI (tests/unit/test_cli_bundle.py, marked network)",
 }
 #: commands on an experiment of paper scale: run as dry runs
 PAPER_SCALE = re.compile(r"prunebench (run|report) paper\b|prunebench cell results/paper")

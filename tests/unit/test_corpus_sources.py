@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from prunebench.config import SCHEMA
 from prunebench.corpus import COMMON_KEYS, REGISTRY, SOURCES, CorpusError, check_keys, schema
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 
 
 def test_sources_are_the_registry():

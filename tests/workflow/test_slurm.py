@@ -1,12 +1,12 @@
 """Workflow profiles, and a tiny end-to-end run submitted to a real single-node Slurm.
 
 The Slurm test starts slurmctld + slurmd (Debian's packages, Slurm 22.05 on Debian 12) from a
-config in a temporary folder (tests/slurm/*.conf.in), with munge for authentication and two
+config in a temporary folder (tests/workflow/slurm/*.conf.in), with munge for authentication and two
 fake GPUs (gres on /dev/null, /dev/zero); it runs the pipeline through the real profile
 workflow/profiles/slurm (only partition and account replaced), then checks that every job went
 through sbatch (job ids in Snakemake's log, each COMPLETED in slurmctld's job-completion log,
 per-job logs in .snakemake/slurm_logs), which sbatch options each rule got, and the results.
-It needs root; Slurm is installed with tests/slurm/install.sh (apt) when missing, unless
+It needs root; Slurm is installed with tests/workflow/slurm/install.sh (apt) when missing, unless
 PRUNEBENCH_SLURM_INSTALL=0. Without root or apt it is skipped, never faked.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 import yaml
 from conftest import make_pretrained, make_text, tiny_arch
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 PROFILES = ROOT / "workflow" / "profiles"
 HARNESS = Path(__file__).resolve().parent / "slurm"
 PARTITION = "pbtest"
@@ -129,12 +129,12 @@ def _ensure_slurm_installed() -> None:
     if all(shutil.which(b) for b in DAEMONS):
         return
     if os.environ.get("PRUNEBENCH_SLURM_INSTALL", "1") == "0":
-        pytest.skip("Slurm is not installed (tests/slurm/install.sh) and PRUNEBENCH_SLURM_INSTALL=0")
+        pytest.skip("Slurm is not installed (tests/workflow/slurm/install.sh) and PRUNEBENCH_SLURM_INSTALL=0")
     if not shutil.which("apt-get"):
         pytest.skip("Slurm is not installed and there is no apt-get to install it")
     r = _sh(f"sh {HARNESS / 'install.sh'}", timeout=600)
     if r.returncode != 0:
-        pytest.fail(f"tests/slurm/install.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        pytest.fail(f"tests/workflow/slurm/install.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     missing = [b for b in DAEMONS if not shutil.which(b)]
     assert not missing, f"installed, yet missing: {missing}"
 

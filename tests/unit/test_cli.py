@@ -10,7 +10,7 @@ import pytest
 
 from prunebench.cli import main, workflow
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 
 
 def test_experiments_are_config_yaml_and_the_presets():

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Install a single-node Slurm (Debian packages) for tests/test_slurm.py; idempotent.
-# Needs root and apt. tests/test_slurm.py runs it itself when slurmctld/slurmd/sbatch/munged
+# Install a single-node Slurm (Debian packages) for tests/workflow/test_slurm.py; idempotent.
+# Needs root and apt. tests/workflow/test_slurm.py runs it itself when slurmctld/slurmd/sbatch/munged
 # are missing (unless PRUNEBENCH_SLURM_INSTALL=0); CI may also run it up front.
 set -eu
 need=""

@@ -13,7 +13,7 @@ import yaml
 from prunebench import config as pbconfig
 from prunebench.cli import cells as cells_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
