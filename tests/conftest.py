@@ -143,3 +143,19 @@ def assert_masked_dense(dense, pruned):
                 mask[kept_columns(dmod.weight, pmod.weight)] = True
                 dmod.weight[:, ~mask] = 0
         torch.testing.assert_close(pruned(input_ids=x).logits, ref(input_ids=x).logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture
+def base(tmp_path):
+    """A base model folder (random weights, seeded) and calibration windows."""
+    from transformers import AutoConfig
+
+    from prunebench.data import save_tokens
+    from prunebench.models import build_random, save_model
+
+    a = tiny_arch(gqa=True)
+    a.pop("model_type")
+    model = build_random(AutoConfig.for_model("llama", **a), torch.float32, "cpu", seed=0)
+    save_model(model, tmp_path / "base", model_name="tiny", method="base", weights="random")
+    save_tokens(str(tmp_path / "calibration.safetensors"), torch.randint(0, 300, (2, 16)), {"split": "calibration"})
+    return tmp_path

@@ -10,7 +10,7 @@ import torch
 from prunebench.methods import Budget, get_method
 from prunebench.methods import flap
 from prunebench.models import count_params, layer_structure, load_model, save_model
-from conftest import calibration, tiny_llama  # noqa: E402
+from conftest import calibration, kept_columns, tiny_llama  # noqa: E402
 
 GEOMETRIES = {"mha": (4, 4), "gqa4": (8, 2), "gqa2": (4, 2)}
 
@@ -19,15 +19,6 @@ def run(model, ratio=0.25, calib=None, **settings):
     budget = Budget.from_config({"ratio": ratio}, count_params(model))
     calib = calibration() if calib is None else calib
     return get_method("flap")(model, calib, budget, settings), budget
-
-
-def kept_columns(dense_w: torch.Tensor, pruned_w: torch.Tensor) -> list[int]:
-    out = []
-    for j in range(pruned_w.shape[1]):
-        hits = (dense_w == pruned_w[:, j:j + 1]).all(0).nonzero().flatten().tolist()
-        assert len(hits) == 1
-        out.append(hits[0])
-    return out
 
 
 @pytest.mark.parametrize("geom", sorted(GEOMETRIES))

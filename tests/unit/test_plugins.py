@@ -137,21 +137,6 @@ def test_every_setting_of_every_method_has_a_default():
         assert m.settings(s) == s  # filling twice changes nothing
 
 
-@pytest.fixture
-def base(tmp_path):
-    from transformers import AutoConfig
-
-    from prunebench.data import save_tokens
-    from prunebench.models import build_random, save_model
-
-    a = tiny_arch(gqa=True)
-    a.pop("model_type")
-    model = build_random(AutoConfig.for_model("llama", **a), torch.float32, "cpu", seed=0)
-    save_model(model, tmp_path / "base", model_name="tiny", method="base", weights="random")
-    save_tokens(str(tmp_path / "calibration.safetensors"), torch.randint(0, 300, (2, 16)), {"split": "calibration"})
-    return tmp_path
-
-
 def _prune(tmp, name, spec, calibration=True, ratio=0.3):
     rc = cli.main(["prune", f"base_dir={tmp / 'base'}",
                    f"calibration_path={tmp / 'calibration.safetensors' if calibration else ''}",

@@ -303,22 +303,6 @@ def test_stamp_does_not_hide_a_deleted_corpus_file(cfg, tmp_path):
 
 # --------------------------------------------------------------------------- prune stage
 
-@pytest.fixture
-def base(tmp_path):
-    """A base model folder (random weights, seeded) and calibration windows."""
-    from transformers import AutoConfig
-
-    from prunebench.data import save_tokens
-    from prunebench.models import build_random, save_model
-
-    a = tiny_arch(gqa=True)
-    a.pop("model_type")
-    model = build_random(AutoConfig.for_model("llama", **a), torch.float32, "cpu", seed=0)
-    save_model(model, tmp_path / "base", model_name="tiny", method="base", weights="random")
-    save_tokens(str(tmp_path / "calibration.safetensors"), torch.randint(0, 300, (2, 16)), {"split": "calibration"})
-    return tmp_path
-
-
 def _prune_args(tmp, spec, budget):
     return [f"base_dir={tmp / 'base'}", f"calibration_path={tmp / 'calibration.safetensors'}",
             f"out_dir={tmp / 'out'}", f"report_path={tmp / 'report.json'}", "model_name=tiny",
