@@ -1,6 +1,6 @@
 """Aggregate stage: cell and perplexity files -> ``benchmark.csv``, ``speedups.csv``, ``quality.csv``.
 
-``results/tables/benchmark.csv`` -- one row per cell (:data:`BENCH_COLUMNS`; fields as in
+``results/<experiment>/tables/benchmark.csv`` -- one row per cell (:data:`BENCH_COLUMNS`; fields as in
 :mod:`prunebench.benchmark`): the median latency with its 95 % interval
 (``latency_ci_low_s``/``latency_ci_high_s``, ``latency_rel_ci``), the number of timed
 ``runs``, ``stable`` (the interval reached its target) and why timing stopped; time to first
@@ -11,7 +11,7 @@ around the timed runs (``host_load1``: the larger 1-minute load average of befor
 preparation, excluded from latency), backend_info (the backend's settings as compact JSON),
 roofline columns, torch, transformers.
 
-``results/tables/speedups.csv`` -- one row per cell of a method other than the baseline
+``results/<experiment>/tables/speedups.csv`` -- one row per cell of a method other than the baseline
 (the methods entry whose method keeps the base weights, ``dense``: :func:`baseline`) whose baseline cell (same model, backend, lengths, batch) also ran: ``speedup``
 = baseline latency / method latency, its bootstrap interval (``speedup_ci_low``,
 ``speedup_ci_high``; :func:`prunebench.timing.ratio_ci`), ``verdict`` (``faster`` /
@@ -19,7 +19,7 @@ roofline columns, torch, transformers.
 ``stable`` (both cells stable).  The same for time to first token and decode per token
 (``ttft_speedup``, ``decode_speedup``, medians' ratios).
 
-``results/tables/quality.csv`` -- one row per (model, method, budget, evaluation corpus):
+``results/<experiment>/tables/quality.csv`` -- one row per (model, method, budget, evaluation corpus):
 model, family, method, budget, params, params_ratio (vs dense), corpus, ppl with its 95 %
 interval (``ppl_ci_low``/``ppl_ci_high``), the mean NLL with its interval, n_windows,
 held_out (the corpus is also the calibration corpus: its windows avoid the calibration

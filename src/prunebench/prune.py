@@ -1,7 +1,7 @@
 """Prune stage: base model folder + calibration tokens -> pruned model folder + report.
 
-Writes ``results/models/<model>/<method>/`` (format: :mod:`prunebench.models`) and the
-report ``results/prune/<model>/<method>.json``: method, settings (the method's defaults
+Writes ``results/<experiment>/models/<model>/<method>/`` (format: :mod:`prunebench.models`) and the
+report ``results/<experiment>/prune/<model>/<method>.json``: method, settings (the method's defaults
 filled in: the settings actually used), budget, parameter counts before/after, seconds, and
 the method's own fields (block scores, removed blocks, per-layer widths, ...).
 

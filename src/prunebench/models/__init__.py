@@ -1,6 +1,6 @@
 """Models: loading a weight source, the model folder the pipeline writes, layer surgery.
 
-``folder``     the model folder format (``results/models/<model>/<method>/``):
+``folder``     the model folder format (``results/<experiment>/models/<model>/<method>/``):
                :func:`save_model`, :func:`save_reference`, :func:`read_manifest`,
                :func:`weights_kind` and :func:`load_model`, the one documented loader;
 ``sources``    :func:`load_source`: a ``models.<name>`` entry's pretrained, GGUF or random weights;

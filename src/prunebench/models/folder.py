@@ -1,5 +1,5 @@
 """The model folder: one format for every model the pipeline writes
-(``results/models/<model>/<method>/``), saved and reloaded.
+(``results/<experiment>/models/<model>/<method>/``), saved and reloaded.
 
 
 ``prunebench.json`` (the manifest, written last, atomically)
