@@ -44,6 +44,20 @@ def tiny_arch(gqa: bool = False, layers: int = 8, vocab: int = 300) -> dict:
                 max_position_embeddings=512, tie_word_embeddings=False)
 
 
+def tiny_model_of(arch: dict, seed: int = 0, attn: str | None = None):
+    """The one tiny-model factory: a LLaMA-family ``*ForCausalLM`` of ``arch`` (a config dict
+    as ``tiny_arch`` gives, ``model_type`` optional), its weights from ``torch.manual_seed(seed)``,
+    in eval mode; ``attn`` sets ``attn_implementation``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    a = dict(arch)
+    kind = a.pop("model_type", "llama")
+    torch.manual_seed(seed)
+    extra = {} if attn is None else {"attn_implementation": attn}
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(kind, **a), **extra).eval()
+
+
 def train_tokenizer(text: str, vocab: int, out_dir: Path):
     """A byte-level BPE tokenizer trained offline on ``text`` and saved to ``out_dir``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -82,13 +96,7 @@ def text() -> str:
 
 @pytest.fixture(params=[False, True], ids=["mha", "gqa"])
 def tiny_model(request):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    a = tiny_arch(gqa=request.param)
-    a.pop("model_type")
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+    return tiny_model_of(tiny_arch(gqa=request.param))
 
 
 @pytest.fixture
@@ -100,14 +108,9 @@ def calib():
 
 def tiny_llama(heads: int, kv_heads: int, layers: int = 8, seed: int = 0, tied: bool = False):
     """A tiny LlamaForCausalLM (hidden 64, vocab 128) with the given attention layout."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=64 // heads,
-                      tie_word_embeddings=tied, max_position_embeddings=64)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_model_of(dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                              num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=64 // heads,
+                              tie_word_embeddings=tied, max_position_embeddings=64), seed)
 
 
 def calibration(n: int = 8, seq: int = 32, seed: int = 1):

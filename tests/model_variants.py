@@ -3,9 +3,8 @@ per-layer widths), greedy-friendly random weights and prompts."""
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
-from conftest import tiny_arch
+from conftest import tiny_arch, tiny_model_of
 from prunebench.methods.depth import remove_blocks
 from prunebench.models import apply_structure, is_uniform
 
@@ -13,10 +12,7 @@ IN, OUT, BATCH = 6, 24, 3
 
 
 def model(gqa: bool, attn: str = "sdpa", seed: int = 0):
-    a = tiny_arch(gqa=gqa)
-    a.pop("model_type")
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a), attn_implementation=attn).eval()
+    return tiny_model_of(tiny_arch(gqa=gqa), seed, attn)
 
 
 def scramble(m, seed: int = 0):

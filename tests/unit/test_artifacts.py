@@ -187,14 +187,10 @@ def test_figure_oom_notes_stay_under_their_panels():
 
 def test_tied_embeddings_roundtrip(tmp_path):
     """SmolLM2-style tied embeddings: stored once, reload with ours and with stock transformers."""
-    from conftest import tiny_arch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from conftest import tiny_arch, tiny_model_of
+    from transformers import AutoModelForCausalLM
 
-    a = tiny_arch(gqa=True)
-    a.pop("model_type")
-    a["tie_word_embeddings"] = True
-    torch.manual_seed(0)
-    m = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+    m = tiny_model_of({**tiny_arch(gqa=True), "tie_word_embeddings": True})
     save_model(m, tmp_path, model_name="t", method="x", weights="safetensors")
     x = torch.randint(0, 300, (2, 7))
     with torch.no_grad():

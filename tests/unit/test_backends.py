@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from prunebench import backends, devices, roofline
 from prunebench.backends import CompiledBackend
@@ -19,7 +18,7 @@ from prunebench.tools.selfcheck import check_equivalence
 from prunebench.backends.hf_eager import generate_once
 from prunebench.models import is_uniform, layer_structure
 
-from conftest import tiny_arch  # noqa: F401
+from conftest import tiny_arch, tiny_model_of  # noqa: F401
 from model_variants import (BATCH, IN, OUT, VARIANTS, depth_pruned as _depth_pruned, flap_like as _flap_like,  # noqa: E402
                             model as _model, prompt as _prompt, scramble as _scramble, width_pruned as _width_pruned)
 
@@ -192,10 +191,7 @@ def test_weight_bytes():
     assert roofline.kv_read_bytes(m, 2, 10, 3) == 2 * per_tok * (11 + 12)
     assert roofline.weight_bytes(m.half()) == (total - emb) // 2
     # tied: the one table is the output head, read every step
-    a = tiny_arch()
-    a.pop("model_type")
-    a["tie_word_embeddings"] = True
-    tied = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a))
+    tied = tiny_model_of({**tiny_arch(), "tie_word_embeddings": True})
     assert roofline.weight_bytes(tied) == sum(p.numel() for p in tied.parameters()) * 4
 
 

@@ -102,13 +102,9 @@ def test_ppl_criterion_scores_and_removes_lowest(tiny_model, calib):
 
 
 def test_taylor_defaults_protect_first4_last2(calib):
-    from conftest import tiny_arch
-    from transformers import AutoConfig
+    from conftest import tiny_arch, tiny_model_of
 
-    a = tiny_arch(layers=10)
-    a.pop("model_type")
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+    model = tiny_model_of(tiny_arch(layers=10))
     budget = Budget.from_config({"ratio": 0.5}, count_params(model))
     res = get_method("depth")(model, calib, budget, {"criterion": "taylor"})
     assert res.report["protected"] == {"first": 4, "last": 2}
@@ -147,17 +143,13 @@ def test_nll_without_matches_full_passes(tiny_model, calib, removed, tmp_path, m
 
 def test_random_control_draws_like_its_criterion(calib):
     """A random control 'like: taylor' removes only blocks Taylor+ may remove, as many."""
-    from conftest import tiny_arch
-    from transformers import AutoConfig
+    from conftest import tiny_arch, tiny_model_of
 
     depth = get_method("depth")
     assert _keep({"criterion": "random", "like": "taylor"}) == _keep({"criterion": "taylor"}) == (4, 2)
     assert _keep({"criterion": "random"}) == (0, 0)
-    a = tiny_arch(layers=10)
-    a.pop("model_type")
     for seed in range(6):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **a)).eval()
+        model = tiny_model_of(tiny_arch(layers=10))
         budget = Budget.from_config({"ratio": 0.3}, count_params(model))
         res = depth(model, calib, budget, {"criterion": "random", "like": "taylor", "seed": seed})
         assert set(res.report["removed_blocks"]) <= set(range(4, 8)) and res.report["protected"] == {"first": 4, "last": 2}
