@@ -21,7 +21,6 @@ nor transformers.  The stamp also keeps what the rules read of each method's dec
 """
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -400,61 +399,9 @@ def merge(base: dict, overlay: dict) -> dict:
     return base
 
 
-# --------------------------------------------------------------------------- derived values
-
-def bench_models(config: dict) -> list[str]:
-    return list(config["benchmark"].get("models") or config["models"])
-
-
-def bench_methods(config: dict) -> list[str]:
-    return list(config["benchmark"].get("methods") or config["methods"])
-
-
 # budgets, variants, evaluation corpora, the frontier cell (re-exported: the rules read them here)
 from .variants import (FRONTIER_CELL, VARIANT_PATTERN, VARIANT_SEP, budget_tag, eval_corpora,  # noqa: E402,F401
                        frontier_cell, split_variant, takes_budget, variant, variants)
-
-
-def cells(config: dict) -> list[dict]:
-    """Every benchmark cell: the grid of ``benchmark.methods`` (at every budget, or, with
-    ``benchmark.sweep_cells: frontier``, at ``models.*.budget`` and the frontier cell for
-    the budgets of ``models.*.budgets``), and the frontier cell of ``frontier.methods`` at
-    every budget; ``method`` is the variant's folder name."""
-    b = config["benchmark"]
-    fc = frontier_cell(config)
-    whole = b.get("sweep_cells", "grid") == "grid"
-    grid = [dict(backend=be, in_len=i, out_len=o, batch=bs) for be, i, o, bs in itertools.product(
-        b["backends"], b["input_lengths"], b["output_lengths"], b["batch_sizes"])]
-    out = []
-    for m in bench_models(config):
-        for v in variants(config, m, bench_methods(config)):
-            swept = split_variant(v["name"])[1] is not None
-            out += [dict(model=m, method=v["name"], **c) for c in (grid if whole or not swept else [fc])]
-        extra = [x for x in (config.get("frontier") or {}).get("methods") or [] if x not in bench_methods(config)]
-        out += [dict(model=m, method=v["name"], **fc) for v in variants(config, m, extra)]
-    return out
-
-
-#: cell fields that must equal a config value (field -> dotted config key); aggregation
-#: refuses a cell file that says otherwise (:func:`prunebench.io.check_record`)
-CELL_FIELDS = {
-    "dtype": "benchmark.dtype",
-    "attn_implementation": "benchmark.attn_implementation",
-    "timing": "benchmark.timing",
-}
-
-
-def lookup(config: dict, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def cell_expectations(config: dict) -> dict:
-    """``{cell field: (config key, value)}`` every cell of this config must record."""
-    return {field: [key, lookup(config, key)] for field, key in CELL_FIELDS.items()}
-
-
-def families(config: dict) -> dict[str, str]:
-    return {name: spec.get("family", name) for name, spec in config["models"].items()}
+# the grid a config describes (re-exported likewise)
+from .grid import (CELL_FIELDS, bench_methods, bench_models, cell_expectations, cells, families,  # noqa: E402,F401
+                   lookup)
