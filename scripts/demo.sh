@@ -9,10 +9,16 @@ cd "$(dirname "$0")/.."
 .venv/bin/prunebench run demo --cores "${CORES:-2}" "$@"
 out=results/demo  # the preset's experiment
 echo
-echo "== $out/tables/frontier.csv (perplexity, speed-up over dense, Pareto front) =="
-cut -d, -f3,4,7,8,16,20 "$out/tables/frontier.csv"
+echo "== quality against speed ($out/tables/frontier.csv) =="
+.venv/bin/python - "$out/tables/frontier.csv" <<'PY'
+import csv, sys
+keep = ["method", "budget", "corpus", "ppl", "speedup", "on_front"]  # picked by name, not position
+print(",".join(keep))
+for row in csv.DictReader(open(sys.argv[1])):
+    print(",".join(row[k] for k in keep))
+PY
 echo
-echo "$out/ takes $(du -sh "$out" | cut -f1) (model folders: $out/models/)"
+echo "disk used by $out/: $(du -sh "$out" | cut -f1), most of it the model folders in $out/models/"
 echo "== what the demo made =="
 for f in tables/benchmark.csv tables/quality.csv tables/speedups.csv tables/frontier.csv \
          figures/throughput_latency.png figures/throughput_latency.pdf \
