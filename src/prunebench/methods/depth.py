@@ -99,18 +99,21 @@ SETTINGS = {
     # the protected blocks' defaults depend on the criterion: Taylor+ keeps the first 4 and
     # the last 2 (the paper's choice), the others protect none; a random control drawn
     # "like" Taylor+ protects what Taylor+ protects
-    "if": {"anyOf": [{"properties": {"criterion": {"const": "taylor"}}},
-                     {"properties": {"like": {"const": "taylor"}}, "required": ["like"]}]},
-    "then": {"properties": {"keep_first": {"default": 4}, "keep_last": {"default": 2}}},
-    "else": {"properties": {"keep_first": {"default": 0}, "keep_last": {"default": 0}}},
+    "allOf": [
+        {"if": {"anyOf": [{"properties": {"criterion": {"const": "taylor"}}},
+                          {"properties": {"like": {"const": "taylor"}}, "required": ["like"]}]},
+         "then": {"properties": {"keep_first": {"default": 4}, "keep_last": {"default": 2}}},
+         "else": {"properties": {"keep_first": {"default": 0}, "keep_last": {"default": 0}}}},
+        # only a random control draws "like" another criterion (refused up front, at its key)
+        {"if": {"not": {"properties": {"criterion": {"const": "random"}}}},
+         "then": {"properties": {"like": {"const": None}}}},
+    ],
 }
 
 
 @register("depth", SETTINGS, keep_reach, report_fields=REPORT_FIELDS)
 def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> PrunedModel:
     criterion, bs = settings["criterion"], settings["batch_size"]
-    if settings.get("like") is not None and criterion != "random":
-        raise ValueError(f"methods.*.like: only a random criterion draws like another one (criterion is {criterion!r})")
     if criterion == "ppl":
         scores = ppl_scores(model, calibration, bs)
     elif criterion == "taylor":
