@@ -11,7 +11,8 @@ uniform model share one compiled graph, so compiling costs one layer's tracing, 
 whole model's, and inductor's kernels are cached on disk (``TORCHINDUCTOR_CACHE_DIR``; the
 benchmark points it at ``results/cache/``), so a later cell of the same model finds them.
 Where every layer has its own width (FLAP's per-layer widths) the layer is compiled with
-dynamic shapes (option ``dynamic_widths``): two graphs for the whole model, not one per layer.
+dynamic shapes (option ``dynamic_widths``): a few graphs for the whole model (the first
+layer's static one, then symbolic ones the other layers share), not one per layer shape.
 On CUDA the prefill and the whole decode step are then captured once into CUDA graphs
 (``torch.cuda.CUDAGraph``) and replayed: a call is one prefill replay + ``out_len - 1``
 decode replays, no Python per layer.
