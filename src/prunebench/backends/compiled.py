@@ -12,7 +12,9 @@ whole model's, and inductor's kernels are cached on disk (``TORCHINDUCTOR_CACHE_
 benchmark points it at ``results/cache/``), so a later cell of the same model finds them.
 Where every layer has its own width (FLAP's per-layer widths) the layer is compiled with
 dynamic shapes (option ``dynamic_widths``): a few graphs for the whole model (the first
-layer's static one, then symbolic ones the other layers share), not one per layer shape.
+layer's static one, then symbolic ones the other layers share), not one per layer shape; the
+batch and the cache length are then symbolic too, so a later cell of the same model (another
+batch size or output length, another process) loads those graphs from inductor's cache.
 On CUDA the prefill and the whole decode step are then captured once into CUDA graphs
 (``torch.cuda.CUDAGraph``) and replayed: a call is one prefill replay + ``out_len - 1``
 decode replays, no Python per layer.
@@ -104,6 +106,7 @@ class CompiledBackend:
         self.inductor = None if inductor is None else dict(inductor)
         self.gemv_cache = gemv_cache
         self.dynamic_widths = dynamic_widths
+        self.symbolic_cell = False
         self.shape = None
 
     # ----------------------------------------------------------------- preparation
@@ -179,6 +182,9 @@ class CompiledBackend:
                 # worth it from three distinct layer shapes on
                 dynamic = regions > 2 and not self.gemv_plan
             dynamic = bool(use_compile and dynamic)
+            # a symbolic graph anyway: make the batch and the cache length symbolic too, so that the
+            # next cell of this model (another batch or length) finds it in inductor's on-disk cache
+            self.symbolic_cell = dynamic and batch > 1
             graphs_before = self._graph_count()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
                 cfg = torch._dynamo.config
@@ -356,6 +362,10 @@ class CompiledBackend:
                 add_mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, self.neg_min)
         for l, kc, vc in zip(self.layers, self.k, self.v):
             if decode:
+                if self.symbolic_cell:  # batch and cache length symbolic: one graph for every cell
+                    for t, dims in ((x, (0,)), (kc, (0, 2)), (vc, (0, 2)), (mask, (3,)), (add_mask, (3,))):
+                        for d in dims if t is not None else ():
+                            torch._dynamo.maybe_mark_dynamic(t, d)
                 x = self._decode_layer(x, cos, sin, kc, vc, mask, add_mask, l.tensors, l.spec)
             else:
                 x = self._layer(x, cos, sin, kc, vc, None, None, l.tensors, l.spec, decode=False)

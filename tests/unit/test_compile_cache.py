@@ -1,0 +1,49 @@
+"""Compile once per model: a later cell of the same width-pruned model (another batch size,
+another output length, a fresh process) finds the compiled decoder-layer graphs in inductor's
+on-disk cache instead of compiling them again, and still generates HF's greedy tokens."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+CELL = r"""
+import json, sys
+import torch
+from torch._dynamo.utils import counters
+from model_variants import flap_like, prompt
+from prunebench.backends import CompiledBackend
+from prunebench.tools.selfcheck import check_equivalence
+
+torch.set_num_threads(1)
+batch, out_len = int(sys.argv[1]), int(sys.argv[2])
+ok, info = check_equivalence(flap_like(), prompt(batch=batch), out_len, CompiledBackend(compile=True))
+print(json.dumps({"ok": ok, "dynamic_widths": info.get("dynamic_widths"), "graphs": info.get("compiled_graphs"),
+                  "hit": counters["inductor"]["fxgraph_cache_hit"], "miss": counters["inductor"]["fxgraph_cache_miss"]}))
+"""
+
+
+def _cell(tmp_path, batch: int, out_len: int) -> dict:
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), TRITON_CACHE_DIR=str(tmp_path / "triton"),
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", CELL, str(batch), str(out_len)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"),
+                    reason="torch.compile on CPU needs a C compiler")
+def test_a_later_cell_of_another_batch_and_length_reuses_the_compiled_graphs(tmp_path):
+    first = _cell(tmp_path, 2, 4)
+    assert first["ok"] and first["dynamic_widths"] and first["graphs"] == 2, first
+    assert first["miss"] == 2 and first["hit"] == 0, first   # an empty cache: both graphs compiled
+    later = _cell(tmp_path, 3, 9)                             # new process, batch 3, 9 new tokens
+    assert later["ok"] and later["graphs"] == 2, later
+    assert later["hit"] == 2 and later["miss"] == 0, later   # both graphs from the cache
