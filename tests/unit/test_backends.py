@@ -271,7 +271,8 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
     # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor options)
     assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
                                    "gemv": "cublas", "attention": "eager", "inductor": {}, "compiled_regions": 0,
-                                   "dynamic_widths": False, "compiled_graphs": 0}
+                                   "dynamic_widths": False, "compiled_graphs": 0,
+                                   "compile_cache_hits": 0, "compile_cache_misses": 0}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

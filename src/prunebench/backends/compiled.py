@@ -185,7 +185,7 @@ class CompiledBackend:
             # a symbolic graph anyway: make the batch and the cache length symbolic too, so that the
             # next cell of this model (another batch or length) finds it in inductor's on-disk cache
             self.symbolic_cell = dynamic and batch > 1
-            graphs_before = self._graph_count()
+            graphs_before, cache_before = self._graph_count(), self._cache_counts()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
                 cfg = torch._dynamo.config
                 limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
@@ -209,7 +209,8 @@ class CompiledBackend:
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
                 "attention": "eager" if self.eager_attn else "sdpa",
                 "inductor": inductor if use_compile else {}, "compiled_regions": regions if use_compile else 0,
-                "dynamic_widths": dynamic, "compiled_graphs": self._graph_count() - graphs_before, **gemv_info}
+                "dynamic_widths": dynamic, "compiled_graphs": self._graph_count() - graphs_before,
+                **{k: v - cache_before[k] for k, v in self._cache_counts().items()}, **gemv_info}
 
     def _decode_weights(self) -> list[torch.Tensor]:
         """Every weight matrix a decode step multiplies by, as ``_layers`` uses it."""
@@ -247,6 +248,14 @@ class CompiledBackend:
         from torch._dynamo.utils import counters
 
         return int(counters["stats"]["unique_graphs"])
+
+    @staticmethod
+    def _cache_counts() -> dict:
+        """Inductor's on-disk graph cache so far in this process: graphs found, graphs compiled."""
+        from torch._dynamo.utils import counters
+
+        c = counters["inductor"]
+        return {"compile_cache_hits": int(c["fxgraph_cache_hit"]), "compile_cache_misses": int(c["fxgraph_cache_miss"])}
 
     def _capture(self) -> None:
         s = torch.cuda.Stream(self.device)
