@@ -49,6 +49,16 @@ def cell_name(cell: dict) -> str:
     return _NAME.format(**{k: cell[k] for k in CELL_KEYS})
 
 
+def job_cost(log: str) -> str:
+    """The Snakemake ``benchmark:`` file of the job whose log is ``log``: the same name under
+    ``costs/`` instead of ``logs/``, ``.tsv`` for ``.log`` (wall ``s``, ``cpu_time``,
+    ``max_rss``... of the job's processes, one row)."""
+    head, sep, tail = log.partition("/logs/")
+    if not sep or not tail.endswith(".log"):
+        raise PathError(f"not a job log under <experiment>/logs/: {log!r}")
+    return f"{head}/costs/{tail[:-4]}.tsv"
+
+
 def cell_path(results: str, cell: dict) -> str:
     """A cell's file under one experiment's folder ``results``."""
     return f"{results}/bench/{cell_name(cell)}.json"

@@ -17,6 +17,8 @@ rule aggregate:
         reports=lambda wc, input: J(list(input.reports)),
     log:
         f"{RESULTS}/logs/aggregate.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/aggregate.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

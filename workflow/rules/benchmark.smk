@@ -17,6 +17,8 @@ rule benchmark:
         gpu=lambda wc: gpu_resources(config["benchmark"]["device"]),
     log:
         paths.cell_log(RESULTS, paths.WILDCARDS),
+    benchmark:
+        paths.job_cost(paths.cell_log(RESULTS, paths.WILDCARDS)),
     conda:
         "../../envs/prunebench.yaml"
     shell:

@@ -7,6 +7,8 @@ rule corpus:
         spec=lambda wc: J(config["corpora"][wc.corpus]),
     log:
         f"{RESULTS}/logs/corpus/{{corpus}}.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/corpus/{{corpus}}.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

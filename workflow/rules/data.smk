@@ -35,6 +35,8 @@ rule data:
         settings=_data_params,
     log:
         f"{RESULTS}/logs/data/{{model}}/{{split}}.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/data/{{model}}/{{split}}.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

@@ -7,6 +7,8 @@ rule figure:
         pdf=f"{RESULTS}/figures/throughput_latency.pdf",
     log:
         f"{RESULTS}/logs/figure.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/figure.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

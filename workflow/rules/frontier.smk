@@ -14,6 +14,8 @@ rule frontier:
         reports=lambda wc, input: J(list(input.reports)),
     log:
         f"{RESULTS}/logs/frontier.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/frontier.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

@@ -14,6 +14,8 @@ rule perplexity:
         gpu=lambda wc: gpu_resources(config["perplexity"]["device"]),
     log:
         f"{RESULTS}/logs/perplexity/{{model}}/{{method}}.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/perplexity/{{model}}/{{method}}.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

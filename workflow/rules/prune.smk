@@ -41,6 +41,8 @@ rule prune:
         gpu=lambda wc: gpu_resources(config["pruning"]["device"]) if declares(wc.method, "wants_gpu") else 0,
     log:
         f"{RESULTS}/logs/prune/{{model}}/{{method}}.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/prune/{{model}}/{{method}}.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

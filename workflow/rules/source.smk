@@ -7,6 +7,8 @@ rule source:
         dtype=lambda wc: config["models"][wc.model]["dtype"],
     log:
         f"{RESULTS}/logs/source/{{model}}.log",
+    benchmark:
+        paths.job_cost(f"{RESULTS}/logs/source/{{model}}.log"),
     conda:
         "../../envs/prunebench.yaml"
     shell:

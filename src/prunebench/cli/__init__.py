@@ -9,6 +9,7 @@ For users (run from the checkout, e.g. ``.venv/bin/prunebench run demo``):
   cells [NAME] [filters] [--estimate DIR]        list (and estimate) an experiment's cells
   reproduction-report RESULTS OUT                a report folder from a results folder
   bundle --target-freeze FILE                    wheels for an offline node, minus what it has
+  costs NAME [--jobs]                            what each stage's jobs cost (wall and CPU seconds)
 
 For the workflow's rules: ``prunebench <stage> key=value ...`` runs one stage
 (``prunebench <stage> --help`` is not offered: the keys are the stage's ``run`` arguments).
@@ -25,7 +26,8 @@ from .stages import STAGES
 
 #: user command -> module of this package with a ``main(argv) -> int``
 COMMANDS = {"run": "workflow", "cell": "workflow", "report": "workflow",
-            "cells": "cells", "reproduction-report": "reproduction", "bundle": "bundle"}
+            "cells": "cells", "reproduction-report": "reproduction", "bundle": "bundle",
+            "costs": "costs"}
 
 
 def main(argv: list[str] | None = None) -> int:
