@@ -66,6 +66,16 @@ def test_end_to_end(tiny_run):
     # every rule wrote its log
     for stage in ("corpus", "data", "source", "prune", "perplexity", "bench"):
         assert any((wd / "results/tiny/logs" / stage).rglob("*.log")), stage
+    # ... and its cost, one benchmark file per log (prunebench costs sums them)
+    logs = {p.relative_to(wd / "results/tiny/logs").with_suffix("")
+            for p in (wd / "results/tiny/logs").rglob("*.log")}
+    tsvs = {p.relative_to(wd / "results/tiny/costs").with_suffix("")
+            for p in (wd / "results/tiny/costs").rglob("*.tsv")}
+    assert logs == tsvs
+    from prunebench.cli import costs
+
+    spent = costs.summary(costs.read_costs(wd / "results/tiny"))
+    assert spent["total"]["jobs"] == len(logs) and spent["stages"]["bench"]["jobs"] == len(bench)
     # the depth-pruned checkpoint reloads with stock transformers
     from transformers import AutoModelForCausalLM
 
