@@ -144,13 +144,17 @@ def _oom_note(oom: pd.DataFrame, width_in: float, fontsize: float = 6) -> str:
     return _fill(txt, 0.8 * width_in, fontsize, 0.6, break_on_hyphens=False)
 
 
+MARKERS = "osD^vP*Xhp<>8dH"
+
+
 def draw(df: pd.DataFrame, title: str | None = None):
     ok = df[df["status"] == "ok"]
     families = list(dict.fromkeys(df["family"]))
     panels = sorted({(int(i), int(o)) for i, o in zip(df["in_len"], df["out_len"])})
     methods = list(dict.fromkeys(df["method"]))
     palette = dict(zip(methods, sns.color_palette("tab10", len(methods))))
-    markers = dict(zip(methods, "osD^vP*X"))
+    # as many methods (and method @ budget lines) as the config has: markers and colours cycle
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
     fig, axes = plt.subplots(len(families), len(panels), figsize=(PANEL_W * len(panels), PANEL_H * len(families)),
                              squeeze=False)
     for r, fam in enumerate(families):

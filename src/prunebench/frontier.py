@@ -125,8 +125,11 @@ def draw(df: pd.DataFrame, title: str):
     panels = list(dict.fromkeys(zip(df["family"], df["corpus"])))
     methods = list(dict.fromkeys(df["method"]))
     colors = sns.color_palette("tab20", 20)
-    palette = dict(zip(methods, (colors[0::2] + colors[1::2]) * 2))  # the strong colours first
-    markers = dict(zip(methods, "osD^vP*Xhp<>8dH" * 2))
+    strong_first = colors[0::2] + colors[1::2]
+    shapes = "osD^vP*Xhp<>8dH"
+    # any number of methods: colours and markers cycle
+    palette = {m: strong_first[i % len(strong_first)] for i, m in enumerate(methods)}
+    markers = {m: shapes[i % len(shapes)] for i, m in enumerate(methods)}
     noted = set(df.loc[df["note"] != "", "method"])
     fig, axes = plt.subplots(1, len(panels), figsize=(7.6 * len(panels), 4.8), squeeze=False)
     for ax, (fam, corpus) in zip(axes[0], panels):

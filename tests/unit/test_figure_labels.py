@@ -60,3 +60,15 @@ def test_panels_of_one_output_length_share_x_in_a_row():
     assert x0 < min(lats16) and max(lats16) < x1
     assert a12_64.get_xlim() != a12.get_xlim()  # another output length keeps its own range
     assert a12.get_ylim() != a82.get_ylim()  # y is not shared
+
+
+def test_more_methods_than_markers_are_all_drawn():
+    """A budget sweep makes a line per method and budget: more lines than markers or colours
+    must still all be drawn (markers cycle), not fail."""
+    n = len(figure.MARKERS) + 3
+    df = pd.DataFrame([_row(f"m{k} @ r0.25", 12, 16, b, 1.0 + k / 10 + b / 100)
+                       for k in range(n) for b in (1, 4)])
+    fig = figure.draw(df)
+    lines = [l for ax in fig.axes for l in ax.get_lines() if l.get_label().startswith("m")]
+    assert len(lines) == n
+    assert {l.get_marker() for l in lines} == set(figure.MARKERS)
