@@ -19,6 +19,9 @@ for row in csv.DictReader(open(sys.argv[1])):
 PY
 echo
 echo "disk used by $out/: $(du -sh "$out" | cut -f1), most of it the model folders in $out/models/"
+echo "== what each stage's jobs cost (.venv/bin/prunebench costs demo) =="
+.venv/bin/prunebench costs demo
+echo
 echo "== what the demo made =="
 for f in tables/benchmark.csv tables/quality.csv tables/speedups.csv tables/frontier.csv \
          figures/throughput_latency.png figures/throughput_latency.pdf \
