@@ -17,7 +17,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .likelihood import mean_nll
+from .likelihood import mean_nll, token_nll
 
 
 @torch.no_grad()
@@ -28,9 +28,7 @@ def window_nlls(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = 
     out = []
     for start in tqdm(range(0, ids.shape[0], batch_size), desc=desc, disable=not progress, mininterval=2):
         x = ids[start : start + batch_size].to(device)
-        logits = model(input_ids=x, use_cache=False).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        out.append(-logp.gather(-1, x[:, 1:, None]).squeeze(-1).double().mean(dim=1).cpu())
+        out.append(token_nll(model(input_ids=x, use_cache=False).logits, x).double().mean(dim=1).cpu())
     return torch.cat(out)
 
 

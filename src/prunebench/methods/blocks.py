@@ -16,6 +16,7 @@ from typing import Iterable, Protocol
 
 import torch
 
+from ..likelihood import token_nll
 from ..models import count_params, renumber_layers
 from .base import ArchInfo, Budget, Reach
 
@@ -129,9 +130,8 @@ def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int]
             for b in todo:
                 k = kept.index(b)
                 with Skip(model, [j for j in range(len(layers)) if j not in kept[k + 1:]]):
-                    logits = model(inputs_embeds=inputs[k], use_cache=False).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)
-                totals[b] -= logp.gather(-1, x[:, 1:, None]).sum().item()
+                    logits = model(inputs_embeds=inputs[k], use_cache=False).logits
+                totals[b] += token_nll(logits, x).sum().item()
             count += x[:, 1:].numel()
         for b in todo:
             done[b] = totals[b] / max(count, 1)
