@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${INSTALL:-1}" = 0 ] || bash scripts/install.sh
 .venv/bin/prunebench run demo --cores "${CORES:-2}" "$@"
-out=results/demo  # the preset's experiment
+res=results/demo  # the preset's experiment
 echo
-echo "== quality against speed ($out/tables/frontier.csv) =="
-.venv/bin/python - "$out/tables/frontier.csv" <<'PY'
+echo "== quality against speed ($res/tables/frontier.csv) =="
+.venv/bin/python - "$res/tables/frontier.csv" <<'PY'
 import csv, sys
 keep = ["method", "budget", "corpus", "ppl", "speedup", "on_front"]  # picked by name, not position
 print(",".join(keep))
@@ -18,7 +18,7 @@ for row in csv.DictReader(open(sys.argv[1])):
     print(",".join(row[k] for k in keep))
 PY
 echo
-echo "disk used by $out/: $(du -sh "$out" | cut -f1), most of it the model folders in $out/models/"
+echo "disk used by $res/: $(du -sh "$res" | cut -f1), most of it the model folders in $res/models/"
 echo "== what each stage's jobs cost (.venv/bin/prunebench costs demo) =="
 .venv/bin/prunebench costs demo
 echo
@@ -26,5 +26,5 @@ echo "== what the demo made =="
 for f in tables/benchmark.csv tables/quality.csv tables/speedups.csv tables/frontier.csv \
          figures/throughput_latency.png figures/throughput_latency.pdf \
          figures/quality_speed.png figures/quality_speed.pdf; do
-    if [ -f "$out/$f" ]; then echo "  $PWD/$out/$f"; else echo "  $PWD/$out/$f (missing)"; fi
+    if [ -f "$res/$f" ]; then echo "  $PWD/$res/$f"; else echo "  $PWD/$res/$f (missing)"; fi
 done

@@ -185,6 +185,10 @@ class CompiledBackend:
             # a symbolic graph anyway: make the batch and the cache length symbolic too, so that the
             # next cell of this model (another batch or length) finds it in inductor's on-disk cache
             self.symbolic_cell = dynamic and batch > 1
+            if self.symbolic_cell:
+                for c in (*self.k, *self.v):  # [batch, kv_heads, cache length, head_dim], kept all along
+                    torch._dynamo.maybe_mark_dynamic(c, 0)
+                    torch._dynamo.maybe_mark_dynamic(c, 2)
             graphs_before, cache_before = self._graph_count(), self._cache_counts()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
                 cfg = torch._dynamo.config
@@ -371,9 +375,9 @@ class CompiledBackend:
                 add_mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, self.neg_min)
         for l, kc, vc in zip(self.layers, self.k, self.v):
             if decode:
-                if self.symbolic_cell:  # batch and cache length symbolic: one graph for every cell
-                    for t, dims in ((x, (0,)), (kc, (0, 2)), (vc, (0, 2)), (mask, (3,)), (add_mask, (3,))):
-                        for d in dims if t is not None else ():
+                if self.symbolic_cell:  # batch and cache length symbolic (the caches: marked in prepare)
+                    for t, d in ((x, 0), (mask, 3), (add_mask, 3)):
+                        if t is not None:
                             torch._dynamo.maybe_mark_dynamic(t, d)
                 x = self._decode_layer(x, cos, sin, kc, vc, mask, add_mask, l.tensors, l.spec)
             else:

@@ -34,16 +34,16 @@ def read_costs(results: Path) -> list[dict]:
             raise UsageError(f"{f}: not a Snakemake benchmark file (columns 's' and 'cpu_time' expected)")
         r = table[-1]  # a job benchmarked with repeats: the last run
         name = f.relative_to(root).with_suffix("").as_posix()
-
-        def num(key):
-            try:
-                return float(r.get(key) or 0.0)
-            except ValueError:  # Snakemake writes "NA" where it could not measure
-                return 0.0
-
-        rows.append({"job": name, "stage": name.split("/")[0], "wall_s": num("s"),
-                     "cpu_s": num("cpu_time"), "max_rss_mib": num("max_rss")})
+        rows.append({"job": name, "stage": name.split("/")[0], "wall_s": _num(r, "s"),
+                     "cpu_s": _num(r, "cpu_time"), "max_rss_mib": _num(r, "max_rss")})
     return rows
+
+
+def _num(row: dict, key: str) -> float:
+    try:
+        return float(row.get(key) or 0.0)
+    except ValueError:  # Snakemake writes "NA" where it could not measure
+        return 0.0
 
 
 def summary(rows: list[dict]) -> dict:
