@@ -20,6 +20,10 @@ irregular widths width pruning leaves) poorly; this kernel is tuned per shape in
     (None = cuBLAS is faster) and a report.  With ``cache_path``, choices are stored per
     (device name, dtype, shape, Triton version) in that JSON file and reused: a shape found
     there is not timed again.
+``adopt(device, dtype, choice)`` and ``gemv_planned(x, w, b)``
+    the same product with the kernel looked up by ``w``'s shape when the op runs, not when it
+    is traced: one compiled graph with symbolic widths (layers of many widths) still runs each
+    width on its own chosen kernel.
 
 With ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors (Triton's interpreter; the
 tests use it) and ``plan`` skips timing: every shape gets :data:`CPU_CONFIG`.
@@ -138,6 +142,42 @@ def _(x, w, b, block_n, block_k, num_warps, num_stages):
 def gemv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: Config) -> torch.Tensor:
     """``F.linear(x, w, b)`` for a single row ``x`` with the Triton kernel and configuration ``cfg``."""
     return _gemv_op(x, w, b, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages)
+
+
+#: the choices :func:`gemv_planned` follows, per (device, dtype, N, K): a configuration, or None for cuBLAS
+_ADOPTED: dict[tuple[str, torch.dtype, int, int], Config | None] = {}
+
+
+def adopt(device: torch.device | str, dtype: torch.dtype, choice: dict[tuple[int, int], Config | None]) -> None:
+    """Make ``choice`` (what :func:`plan` chose for ``device`` and activations of ``dtype``) the one
+    :func:`gemv_planned` follows.  A choice depends only on (device, dtype, shape), so the plans
+    of several models on one device merge without conflict."""
+    dev = str(torch.device(device))
+    for (n, k), cfg in choice.items():
+        _ADOPTED[(dev, dtype, int(n), int(k))] = cfg
+
+
+@torch.library.custom_op("prunebench::gemv_planned", mutates_args=())
+def _gemv_planned_op(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    cfg = _ADOPTED.get((str(x.device), x.dtype, int(w.shape[0]), int(w.shape[1])))
+    if cfg is None:
+        return F.linear(x, w, b)
+    return _gemv_op(x, w, b, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages)
+
+
+@_gemv_planned_op.register_fake
+def _(x, w, b):
+    return x.new_empty(*x.shape[:-1], w.shape[0])
+
+
+def gemv_planned(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, w, b)`` for a single row ``x``, the kernel chosen when the op runs: the adopted
+    configuration for ``w``'s shape (:func:`adopt`), cuBLAS where none was adopted or cuBLAS won.
+
+    The choice is made at run time, inside an op ``torch.compile`` treats as opaque, so a graph
+    compiled with symbolic weight shapes serves every shape with its own tuned kernel (a CUDA
+    graph captures whichever kernel the capture ran)."""
+    return _gemv_planned_op(x, w, b)
 
 
 # --------------------------------------------------------------------------- choosing configs

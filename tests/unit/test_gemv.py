@@ -3,6 +3,8 @@ through Triton's interpreter (TRITON_INTERPRET=1); the timing-based choice of co
 runs on a GPU only (`python -m prunebench.gemv ...`, docs/reproduction.md)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ pytest.importorskip("triton", reason="the Triton GEMV needs triton (pip install 
 from prunebench import gemv as gemv_mod  # noqa: E402
 from prunebench.gemv import Config, gemv  # noqa: E402
 
-from model_variants import IN, VARIANTS, prompt as _prompt, scramble as _scramble  # noqa: E402
+from model_variants import IN, VARIANTS, flap_like, prompt as _prompt, scramble as _scramble  # noqa: E402
 
 
 @pytest.fixture
@@ -102,6 +104,57 @@ def test_backend_gemv_triton_tokens_equal_eager(interpret, variant, monkeypatch)
     assert rows_seen and min(rows_seen) == IN
     n_layers = len(model.model.layers)
     assert len(triton_calls) == (out_len - 1) * (4 * n_layers + 1) + 1  # decode steps + prefill's lm_head
+    assert torch.equal(out, generate_once(model, prompt, out_len))
+
+
+def test_planned_gemv_follows_the_adopted_choice_per_shape(interpret, monkeypatch):
+    """gemv_planned looks the kernel up by the weight's shape when it runs: the adopted config
+    for that (device, dtype, shape), cuBLAS (F.linear) for a shape adopted as None or never adopted."""
+    monkeypatch.setattr(gemv_mod, "_ADOPTED", {})
+    calls = []
+    real_op = gemv_mod._gemv_op
+
+    def spy_op(x, w, b, *cfg):
+        calls.append((tuple(w.shape), cfg))
+        return real_op(x, w, b, *cfg)
+
+    monkeypatch.setattr(gemv_mod, "_gemv_op", spy_op)
+    x = torch.randn(1, 1, 24)
+    a, b_, c = torch.randn(10, 24), torch.randn(7, 24), torch.randn(5, 24)
+    gemv_mod.adopt("cpu", torch.float32, {(10, 24): Config(4, 32, 1, 1), (7, 24): None})
+    for w in (a, b_, c):
+        torch.testing.assert_close(gemv_mod.gemv_planned(x, w, None), F.linear(x, w))
+    assert calls == [((10, 24), (4, 32, 1, 1))]  # 7x24: cuBLAS won; 5x24: never planned
+    gemv_mod.gemv_planned(x.double(), a.double(), None)  # another dtype: not adopted for it
+    assert len(calls) == 1
+
+
+@pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"), reason="torch.compile on CPU needs a C compiler")
+def test_dynamic_widths_at_batch_1_keep_each_widths_gemv(interpret, monkeypatch):
+    """FLAP-like widths (every layer its own) at batch 1 with the Triton GEMV: 2 compiled graphs,
+    not one per layer shape, the kernel still chosen per weight shape when it runs (every
+    decode-step product of every layer through the planned op), HF's greedy tokens kept."""
+    torch._dynamo.reset()
+    out_len = 5
+    model = flap_like()
+    seen = []
+
+    class Recording(dict):  # the op's own lookup: it runs when the op runs, never while tracing
+        def get(self, key, default=None):
+            seen.append(key[2:])
+            return super().get(key, default)
+
+    be = CompiledBackend(compile=True, gemv="triton")
+    prompt = _prompt(batch=1)
+    monkeypatch.setattr(gemv_mod, "_ADOPTED", Recording())
+    info = be.prepare(model, 1, IN, out_len)
+    assert info["dynamic_widths"] is True and info["gemv_chosen_at"] == "run", info
+    assert info["compiled_regions"] == 7 and info["compiled_graphs"] == 2, info
+    seen.clear()
+    out = be.generate(prompt, out_len)
+    n_layers = len(model.model.layers)
+    assert len(seen) == (out_len - 1) * (4 * n_layers + 1) + 1  # decode steps + prefill's lm_head
+    assert set(seen) == {tuple(w.shape) for w in be._decode_weights()}
     assert torch.equal(out, generate_once(model, prompt, out_len))
 
 

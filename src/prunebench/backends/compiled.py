@@ -22,7 +22,9 @@ decode replays, no Python per layer.
 At batch 1 every matrix-vector product of a step runs on :mod:`prunebench.gemv`'s Triton
 kernel, in the configuration that was fastest for that weight shape when ``prepare`` timed
 them all against cuBLAS (option ``gemv``; cuBLAS where it wins or where triton is missing);
-the choice is stored per (device, dtype, shape) in ``gemv_cache`` and reused.  On CPU there
+the choice is stored per (device, dtype, shape) in ``gemv_cache`` and reused.  Under dynamic
+widths the kernel is looked up by the weight's shape when the op runs (one graph, every
+width on its own kernel).  On CPU there
 are no graphs and, by default, no compilation (same code path, used by the tests).
 
 Limits: fusion makes q/k/v and gate/up parameters views of one tensor: ``save_model`` of
@@ -75,11 +77,12 @@ class CompiledBackend:
     ``inductor``     ``torch._inductor.config`` values set while compiling; ``None`` =
                      :data:`DEFAULT_INDUCTOR` on CUDA (coordinate-descent tuning of the
                      generated kernels: slower to compile, faster kernels), ``{}`` on CPU;
-    ``dynamic_widths`` (``None`` = automatic: on where the layers have 3 or more shapes and the
-                     batch-1 GEMV plan, which is chosen per weight shape, is not in use) compile
+    ``dynamic_widths`` (``None`` = automatic: on where the layers have 3 or more shapes) compile
                      the decoder layer with dynamic shapes, so that layers of different widths
                      (width pruning with per-layer widths, e.g. FLAP) share one graph instead of
-                     one graph each; off: one static graph per distinct layer shape;
+                     one graph each (at batch 1 the GEMV's kernel is then chosen per weight shape
+                     when the op runs, :func:`prunebench.gemv.gemv_planned`, not while tracing);
+                     off: one static graph per distinct layer shape;
     ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv.plan`):
                      shapes found there are not timed again; ``None`` = time every shape.
     """
@@ -106,7 +109,7 @@ class CompiledBackend:
         self.inductor = None if inductor is None else dict(inductor)
         self.gemv_cache = gemv_cache
         self.dynamic_widths = dynamic_widths
-        self.symbolic_cell = False
+        self.symbolic_cell = self.symbolic_batch = self.gemv_at_run_time = False
         self.shape = None
 
     # ----------------------------------------------------------------- preparation
@@ -165,6 +168,7 @@ class CompiledBackend:
             self.gemv_plan, gemv_info = {}, {}
             if self.gemv == "triton" and batch == 1:
                 self.gemv_plan, report = gemv_mod.plan(self._decode_weights(), dtype, cache_path=self.gemv_cache)
+                gemv_mod.adopt(dev, dtype, self.gemv_plan)
                 gemv_info = {"gemv_shapes": len(self.gemv_plan),
                              "gemv_triton_shapes": sum(c is not None for c in self.gemv_plan.values()),
                              "gemv_select_s": round(report["select_s"], 3),
@@ -180,14 +184,21 @@ class CompiledBackend:
             if dynamic is None:
                 # two graphs at best (the first layer's static one, then the symbolic one):
                 # worth it from three distinct layer shapes on
-                dynamic = regions > 2 and not self.gemv_plan
+                dynamic = regions > 2
             dynamic = bool(use_compile and dynamic)
+            # symbolic widths: the batch-1 GEMV's kernel is looked up when the op runs, not traced
+            self.gemv_at_run_time = dynamic and bool(self.gemv_plan)
+            if gemv_info:
+                gemv_info["gemv_chosen_at"] = "run" if self.gemv_at_run_time else "trace"
             # a symbolic graph anyway: make the batch and the cache length symbolic too, so that the
             # next cell of this model (another batch or length) finds it in inductor's on-disk cache
-            self.symbolic_cell = dynamic and batch > 1
+            # (batch 1 stays static: a size-1 dimension is specialised whatever is asked)
+            self.symbolic_cell = dynamic
+            self.symbolic_batch = dynamic and batch > 1
             if self.symbolic_cell:
                 for c in (*self.k, *self.v):  # [batch, kv_heads, cache length, head_dim], kept all along
-                    torch._dynamo.maybe_mark_dynamic(c, 0)
+                    if self.symbolic_batch:
+                        torch._dynamo.maybe_mark_dynamic(c, 0)
                     torch._dynamo.maybe_mark_dynamic(c, 2)
             graphs_before, cache_before = self._graph_count(), self._cache_counts()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
@@ -322,6 +333,8 @@ class CompiledBackend:
             if self.gemv == "reduce":
                 y = (h.unsqueeze(-2).float() * w.float()).sum(-1).to(h.dtype)
                 return y if b is None else y + b
+            if self.gemv_at_run_time:  # symbolic widths: no shape to look up while tracing
+                return gemv_mod.gemv_planned(h, w, b)
             cfg = self.gemv_plan.get((w.shape[0], w.shape[1]))
             if cfg is not None:
                 return gemv_mod.gemv(h, w, b, cfg)
@@ -377,7 +390,7 @@ class CompiledBackend:
             if decode:
                 if self.symbolic_cell:  # batch and cache length symbolic (the caches: marked in prepare)
                     for t, d in ((x, 0), (mask, 3), (add_mask, 3)):
-                        if t is not None:
+                        if t is not None and (d or self.symbolic_batch):
                             torch._dynamo.maybe_mark_dynamic(t, d)
                 x = self._decode_layer(x, cos, sin, kc, vc, mask, add_mask, l.tensors, l.spec)
             else:
