@@ -17,7 +17,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .likelihood import mean_nll, token_nll
+from .likelihood import mean_nll, model_nll
 
 
 @torch.no_grad()
@@ -28,7 +28,7 @@ def window_nlls(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = 
     out = []
     for start in tqdm(range(0, ids.shape[0], batch_size), desc=desc, disable=not progress, mininterval=2):
         x = ids[start : start + batch_size].to(device)
-        out.append(token_nll(model(input_ids=x, use_cache=False).logits, x).double().mean(dim=1).cpu())
+        out.append(model_nll(model, x).double().mean(dim=1).cpu())
     return torch.cat(out)
 
 

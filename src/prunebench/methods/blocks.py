@@ -16,7 +16,7 @@ from typing import Iterable, Protocol
 
 import torch
 
-from ..likelihood import token_nll
+from ..likelihood import model_nll
 from ..models import count_params, renumber_layers
 from .base import ArchInfo, Budget, Reach
 
@@ -130,8 +130,7 @@ def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int]
             for b in todo:
                 k = kept.index(b)
                 with Skip(model, [j for j in range(len(layers)) if j not in kept[k + 1:]]):
-                    logits = model(inputs_embeds=inputs[k], use_cache=False).logits
-                totals[b] += token_nll(logits, x).sum().item()
+                    totals[b] += model_nll(model, x, inputs_embeds=inputs[k]).sum().item()
             count += x[:, 1:].numel()
         for b in todo:
             done[b] = totals[b] / max(count, 1)
