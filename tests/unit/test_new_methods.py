@@ -241,6 +241,33 @@ def test_wanda_sp_scores_sequential_and_budget(geom, tmp_path):
     assert_reloads(pruned, tmp_path)
 
 
+def test_wanda_sp_layer_by_layer_is_the_full_pass_per_layer():
+    """Each layer's input kept from the pruned layer before it gives the scores and widths
+    of running the whole model up to the layer for every layer (the same numbers)."""
+    from prunebench.methods.wanda_sp import InputNorm, channel_scores
+    from prunebench.methods.width import attn_geometry, feed_calibration, prune_uniform, solve_plan
+
+    dense, calib = tiny_llama(8, 2), calibration()
+    res, budget = run("wanda-sp", copy.deepcopy(dense), ratio=0.3, calib=calib, batch_size=3)
+    ref = copy.deepcopy(dense)
+    layers = ref.model.layers
+    plan = solve_plan(layers[0], len(layers), count_params(ref), budget.target_params)
+    want = []
+    with torch.no_grad():
+        for layer in layers:
+            a, m = InputNorm(), InputNorm()
+            feed_calibration(ref, calib, 3, {layer.self_attn.o_proj: a.update, layer.mlp.down_proj: m.update},
+                             stop_after=layer)
+            g = attn_geometry(layer.self_attn)
+            heads = channel_scores(layer.self_attn.o_proj.weight, a).view(g.heads, g.head_dim).sum(1)
+            prune_uniform(layer, heads, channel_scores(layer.mlp.down_proj.weight, m), plan)
+            want.append(heads.tolist())
+    assert res.report["head_scores"] == want
+    assert layer_structure(res.model) == layer_structure(ref)
+    for p, q in zip(res.model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
+
+
 # --------------------------------------------------------------------------- Minitron
 
 def minitron_by_hand(x, heads=None):

@@ -18,7 +18,8 @@ an MLP channel scores ``S_j``, an attention head the sum of ``S_j`` over its
 removed, the lowest-scoring ones (the reference prunes every layer by one ratio); no
 bias compensation.  As in the reference, layers are pruned one after the other: the
 statistics of layer ``i`` are taken on the model whose layers ``0 .. i-1`` are already
-pruned.
+pruned (each layer's calibration input is kept from the pruned layer before it,
+:class:`~prunebench.methods.width.LayerByLayer`, as the reference keeps ``inps``).
 
 Grouped-query attention (the reference covers multi-head LLaMA only): the same number
 of query heads leaves every KV group, the group's lowest-scoring ones, and all KV heads
@@ -37,7 +38,7 @@ import torch
 
 from ..models import count_params
 from .base import Budget, PrunedModel, register
-from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
+from .width import (attn_geometry, check_uniform, LayerByLayer, plan_report, prune_uniform, result_report,
                     solve_plan, UNIFORM_SETTINGS, uniform_reachable)
 
 SETTINGS = UNIFORM_SETTINGS
@@ -75,16 +76,17 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
                       method="wanda-sp", hint="lower the budget ratio or round_to")
     head_scores = []
     with torch.no_grad():
-        for layer in layers:
+        stream = LayerByLayer(model, calibration, settings["batch_size"])
+        for i, layer in enumerate(layers):
             attn_in, mlp_in = InputNorm(), InputNorm()
-            feed_calibration(model, calibration, settings["batch_size"],
-                             {layer.self_attn.o_proj: attn_in.update, layer.mlp.down_proj: mlp_in.update},
-                             stop_after=layer)
+            stream.feed(i, {layer.self_attn.o_proj: attn_in.update, layer.mlp.down_proj: mlp_in.update})
             g = attn_geometry(layer.self_attn)
             heads = channel_scores(layer.self_attn.o_proj.weight, attn_in).view(g.heads, g.head_dim).sum(1)
             channels = channel_scores(layer.mlp.down_proj.weight, mlp_in)
             prune_uniform(layer, heads, channels, plan)
             head_scores.append(heads.tolist())
+            if i + 1 < len(layers):
+                stream.advance(i)
     after = count_params(model)
     if after != plan["params_after"]:
         raise RuntimeError(f"wanda-sp: {after:,} parameters after pruning, planned {plan['params_after']:,}")
