@@ -165,6 +165,50 @@ def test_sleb_picks_by_brute_force(tmp_path):
     assert_reloads(res.model, tmp_path, stock=True)
 
 
+@pytest.mark.parametrize("margin", [0.01, 1e-6])
+def test_sleb_screen_removes_what_full_precision_removes(margin):
+    """Screened in bfloat16, rescored in float32: the same blocks in the same order, the
+    same float32 perplexity of each step, also with a margin far below the screen's error
+    (it grows to four times the error seen)."""
+    dense, calib = tiny_llama(8, 2), calibration(6, 24)
+    full, _ = run("sleb", copy.deepcopy(dense), ratio=0.4, calib=calib, batch_size=4)
+    screened, _ = run("sleb", copy.deepcopy(dense), ratio=0.4, calib=calib, batch_size=4,
+                      screen="bfloat16", screen_margin=margin)
+    a, b = full.report, screened.report
+    assert len(a["removal_order"]) >= 3 and b["removal_order"] == a["removal_order"]
+    assert b["screen"] == {"dtype": "bfloat16", "margin": margin} and a["screen"] is None
+    for sa, sb in zip(a["steps"], b["steps"]):
+        assert sb["ppl"] == pytest.approx(sa["ppl"], rel=1e-6)
+        checked = [i for i, v in enumerate(sb["verified"]) if v is not None]
+        assert sa["removed"] in checked
+        assert [sb["verified"][i] for i in checked] == pytest.approx([sa["candidates"][i] for i in checked], rel=1e-6)
+        # the screen's own values are close to, not equal to, float32's
+        scored = [i for i, v in enumerate(sa["candidates"]) if v is not None]
+        assert [sb["candidates"][i] for i in scored] == pytest.approx([sa["candidates"][i] for i in scored], rel=0.05)
+    assert all(p.dtype == torch.float32 for p in screened.model.parameters())
+
+
+def test_sleb_budgets_share_their_steps(tmp_path, monkeypatch):
+    """With the score cache, a larger budget continues the smaller one's steps: the same
+    order as a fresh run, and only the new steps are scored."""
+    from prunebench import score_cache
+    from prunebench.methods import blocks
+
+    dense, calib = tiny_llama(8, 2), calibration(6, 24)
+    fresh, _ = run("sleb", copy.deepcopy(dense), ratio=0.4, calib=calib, batch_size=6)
+    monkeypatch.setenv(score_cache.ENV, str(tmp_path))
+    small, _ = run("sleb", copy.deepcopy(dense), ratio=0.2, calib=calib, batch_size=6)
+    passes = []
+    inputs = blocks._block_inputs
+    monkeypatch.setattr(blocks, "_block_inputs", lambda *a: passes.append(1) or inputs(*a))
+    large, _ = run("sleb", copy.deepcopy(dense), ratio=0.4, calib=calib, batch_size=6)
+    n_small, order = len(small.report["removal_order"]), fresh.report["removal_order"]
+    assert 0 < n_small < len(order)
+    assert small.report["removal_order"] == order[:n_small] and large.report["removal_order"] == order
+    assert len(passes) == len(order) - n_small  # one batch: one input pass per new step
+    assert [s["ppl"] for s in large.report["steps"]] == pytest.approx([s["ppl"] for s in fresh.report["steps"]])
+
+
 # --------------------------------------------------------------------------- width: helpers
 
 @torch.no_grad()
