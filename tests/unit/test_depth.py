@@ -164,12 +164,12 @@ def _keep(entry: dict) -> tuple[int, int]:
 
 
 def test_demo_controls_draw_from_taylor_blocks():
-    """The frontier demo's random controls: Taylor+'s eligible blocks, every budget."""
+    """The demo's random controls: Taylor+'s eligible blocks, every budget."""
     import yaml
 
     from workflow_util import ROOT
 
-    methods = yaml.safe_load((ROOT / "workflow/presets/demo-frontier.yaml").read_text())["methods"]
+    methods = yaml.safe_load((ROOT / "workflow/presets/demo.yaml").read_text())["methods"]
     controls = [s for s in methods.values() if s["method"] == "depth" and s["criterion"] == "random"]
     assert len(controls) >= 3
     assert all(_keep(s) == _keep(methods["depth-taylor"]) for s in controls)

@@ -89,6 +89,7 @@ def _tiny_demo(copy: Path, cell: dict) -> dict:
     demo["benchmark"].update(methods=list(demo["methods"]), backends=[cell["backend"]], input_lengths=[cell["in_len"]],
                              output_lengths=[cell["out_len"]], batch_sizes=[cell["batch"]],
                              timing={"min_runs": 2, "max_runs": 2, "warmup_new_tokens": 2})
+    demo["frontier"] = {k: cell[k] for k in ("backend", "in_len", "out_len", "batch")}  # the one cell
     return demo
 
 
