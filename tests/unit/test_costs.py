@@ -45,3 +45,20 @@ def test_costs_refuse_what_is_not_a_benchmark_file(tmp_path, capsys):
     (tmp_path / "costs" / "x.tsv").write_text("a\tb\n1\t2\n")
     assert main(["costs", str(tmp_path)]) == 2
     assert "not a Snakemake benchmark file" in capsys.readouterr().err
+
+
+def test_costs_take_the_cpu_seconds_a_job_logged(tmp_path):
+    """A job whose log ends with its own CPU count: that count, not the sampled one."""
+    from prunebench.cli.stages import CPU_LINE, cpu_line
+
+    line = cpu_line()
+    assert float(CPU_LINE.search(line).group("cpu")) > 0
+    _job(tmp_path, "prune/m/sleb", 100.0, 70.0)  # sampled: the last 30 s missed
+    _job(tmp_path, "prune/m/dense", 2.0, 1.5)
+    log = tmp_path / "logs" / "prune" / "m" / "sleb.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("...\n2026-12-02 INFO prunebench: prune done in 99.0 s, 98.6 s CPU in all (this process from "
+                   "its start, user + system)\n{\"model\": \"m\"}\n")
+    rows = {r["job"]: r for r in costs.read_costs(tmp_path)}
+    assert rows["prune/m/sleb"]["cpu_s"] == 98.6 and rows["prune/m/sleb"]["cpu_from"] == "log"
+    assert rows["prune/m/dense"]["cpu_s"] == 1.5 and rows["prune/m/dense"]["cpu_from"] == "sampled"

@@ -8,7 +8,11 @@ each job's log).
 
 Wall seconds are each job's own (jobs that ran side by side overlap, so their sum is more
 than the run's wall time); CPU seconds are user + system time of the job's processes, the
-measure of work that does not depend on how many jobs ran at once.
+measure of work that does not depend on how many jobs ran at once.  Where the job's log
+ends with the CPU seconds its process counted itself (every ``prunebench <stage>`` job
+logs them), that number is taken: Snakemake samples a job's processes every second for
+the first 30 s, then every 30 s, and its ``cpu_time`` misses whatever ran after the last
+sample (up to 30 s of a long job, most of a short one).
 """
 from __future__ import annotations
 
@@ -34,9 +38,26 @@ def read_costs(results: Path) -> list[dict]:
             raise UsageError(f"{f}: not a Snakemake benchmark file (columns 's' and 'cpu_time' expected)")
         r = table[-1]  # a job benchmarked with repeats: the last run
         name = f.relative_to(root).with_suffix("").as_posix()
+        own = logged_cpu(results / "logs" / f"{name}.log")
         rows.append({"job": name, "stage": name.split("/")[0], "wall_s": _num(r, "s"),
-                     "cpu_s": _num(r, "cpu_time"), "max_rss_mib": _num(r, "max_rss")})
+                     "cpu_s": _num(r, "cpu_time") if own is None else own, "max_rss_mib": _num(r, "max_rss"),
+                     "cpu_from": "sampled" if own is None else "log"})
     return rows
+
+
+def logged_cpu(log: Path) -> float | None:
+    """The CPU seconds a job's log ends with (:func:`prunebench.cli.stages.cpu_line`), or None."""
+    from .stages import CPU_LINE
+
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 16384))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = CPU_LINE.findall(tail)
+    return float(found[-1]) if found else None
 
 
 def _num(row: dict, key: str) -> float:
@@ -92,6 +113,9 @@ def main(argv: list[str]) -> int:
         print(f"{name:<12}{st['jobs']:>6}{st['wall_s']:>10.1f}{st['cpu_s']:>10.1f}")
     t = s["total"]
     print(f"{'total':<12}{t['jobs']:>6}{t['wall_s']:>10.1f}{t['cpu_s']:>10.1f}")
+    sampled = sum(r["cpu_from"] == "sampled" for r in rows)
+    if sampled:
+        print(f"({sampled} of {len(rows)} jobs' CPU seconds sampled by Snakemake, not logged by the job: a lower bound)")
     if args.jobs:
         print()
         for r in sorted(rows, key=lambda r: -r["cpu_s"]):

@@ -12,10 +12,27 @@ import importlib
 import inspect
 import json
 import logging
+import re
 import sys
 import time
 
 STAGES = ("corpus", "data", "source", "prune", "perplexity", "benchmark", "aggregate", "figure", "frontier")
+
+
+#: the end of a job's log line that gives its CPU seconds (read back by ``prunebench costs``)
+CPU_LINE = re.compile(r"(?P<cpu>[0-9]+(?:\.[0-9]+)?) s CPU in all \(this process")
+
+
+def cpu_line() -> str:
+    """The process's CPU seconds so far, start-up included (user + system, its children
+    too): a job's exact CPU time when logged at its end (Snakemake's benchmark file samples
+    the job's processes, every second at first, then every 30 s, and misses what ran after
+    the last sample)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return f"{cpu:.1f} s CPU in all (this process from its start, user + system)"
 
 
 def parse_kwargs(fn, items: list[str]) -> dict:
@@ -57,7 +74,7 @@ def main(stage: str, rest: list[str]) -> int:
     except (ArtifactError, ConfigError, CorpusError) as exc:
         print(f"prunebench {stage}: error: {exc}", file=sys.stderr)
         return 1
-    logging.getLogger("prunebench").info("%s done in %.1f s", stage, time.perf_counter() - t0)
+    logging.getLogger("prunebench").info("%s done in %.1f s, %s", stage, time.perf_counter() - t0, cpu_line())
     if isinstance(result, dict):
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
     return 0
