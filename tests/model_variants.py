@@ -69,3 +69,14 @@ def flap_like(seed: int = 0):
     apply_structure(m, {"layers": [{"heads": h, "kv_heads": h, "intermediate": i, "o_bias": True, "down_bias": True}
                                    for h, i in zip(heads, inter)]})
     return scramble(m)
+
+
+def llm_pruner_like(seed: int = 0):
+    """Two layer shapes, as LLM-Pruner leaves them: the first two and the last layer whole, the
+    others pruned to one width (6 of 8 heads, 96 of 128 MLP channels)."""
+    m = model(False, "sdpa", seed)
+    n = m.config.num_hidden_layers
+    whole, pruned = (8, 128), (6, 96)
+    apply_structure(m, {"layers": [{"heads": h, "kv_heads": h, "intermediate": i, "o_bias": False, "down_bias": False}
+                                   for h, i in (whole if j < 2 or j == n - 1 else pruned for j in range(n))]})
+    return scramble(m)

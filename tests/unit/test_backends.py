@@ -12,6 +12,7 @@ import torch
 from prunebench import backends, devices, roofline
 from prunebench.backends import CompiledBackend
 from prunebench.backends import compiled as compiled_mod
+from prunebench.backends import dynamo
 from prunebench.backends import hf_eager
 from prunebench.tools import selfcheck
 from prunebench.tools.selfcheck import check_equivalence
@@ -271,7 +272,7 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
     # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor options)
     assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
                                    "gemv": "cublas", "attention": "eager", "inductor": {}, "compiled_regions": 0,
-                                   "dynamic_widths": False, "compiled_graphs": 0,
+                                   "dynamic_widths": False, "symbolic_shapes": False, "compiled_graphs": 0,
                                    "compile_cache_hits": 0, "compile_cache_misses": 0}
 
 
@@ -319,11 +320,11 @@ def test_backend_options_are_checked():
     with pytest.raises(ValueError, match="attention must be one of"):
         CompiledBackend(attention="flash")
     with pytest.raises(ValueError, match="unknown torch._inductor.config option"):
-        CompiledBackend._inductor_config(True, {"no_such_inductor_option": 1})
+        dynamo.inductor_config(True, {"no_such_inductor_option": 1})
     import torch._inductor.config as inductor_config
 
     before = inductor_config.coordinate_descent_tuning
-    with CompiledBackend._inductor_config(True, {"coordinate_descent_tuning": not before}):
+    with dynamo.inductor_config(True, {"coordinate_descent_tuning": not before}):
         assert inductor_config.coordinate_descent_tuning is (not before)
     assert inductor_config.coordinate_descent_tuning is before
     # no compilation: inductor options do not apply, and are reported as such

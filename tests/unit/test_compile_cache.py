@@ -17,23 +17,26 @@ CELL = r"""
 import json, sys
 import torch
 from torch._dynamo.utils import counters
-from model_variants import flap_like, prompt
+import model_variants
+from model_variants import prompt
 from prunebench.backends import CompiledBackend
 from prunebench.tools.selfcheck import check_equivalence
 
 torch.set_num_threads(1)
-batch, out_len = int(sys.argv[1]), int(sys.argv[2])
-ok, info = check_equivalence(flap_like(), prompt(batch=batch), out_len, CompiledBackend(compile=True))
+batch, out_len, name, options = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+model = getattr(model_variants, name)()
+ok, info = check_equivalence(model, prompt(batch=batch), out_len, CompiledBackend(compile=True, **options))
 print(json.dumps({"ok": ok, "dynamic_widths": info.get("dynamic_widths"), "graphs": info.get("compiled_graphs"),
+                  "symbolic": info.get("symbolic_shapes"),
                   "hit": info.get("compile_cache_hits"), "miss": info.get("compile_cache_misses"),
                   "counted": [counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]]}))
 """
 
 
-def _cell(tmp_path, batch: int, out_len: int) -> dict:
+def _cell(tmp_path, batch: int, out_len: int, model: str = "flap_like", **options) -> dict:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), TRITON_CACHE_DIR=str(tmp_path / "triton"),
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", CELL, str(batch), str(out_len)], env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", CELL, str(batch), str(out_len), model, json.dumps(options)], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -49,3 +52,18 @@ def test_a_later_cell_of_another_batch_and_length_reuses_the_compiled_graphs(tmp
     assert later["ok"] and later["graphs"] == 2, later
     assert later["hit"] == 2 and later["miss"] == 0, later   # both graphs from the cache
     assert later["counted"] == [2, 0] and first["counted"] == [0, 2]  # the record says what inductor counted
+
+
+@pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"),
+                    reason="torch.compile on CPU needs a C compiler")
+def test_symbolic_shapes_share_static_width_graphs_across_batch_sizes(tmp_path):
+    """symbolic_shapes=True on a model of two layer shapes (widths static: one graph each): a
+    later cell at another batch size and length finds both graphs; without it, it compiles
+    them again."""
+    first = _cell(tmp_path, 2, 4, "llm_pruner_like", symbolic_shapes=True)
+    assert first["ok"] and not first["dynamic_widths"] and first["symbolic"], first
+    assert first["graphs"] == 2 and first["miss"] == 2 and first["hit"] == 0, first
+    later = _cell(tmp_path, 3, 9, "llm_pruner_like", symbolic_shapes=True)
+    assert later["ok"] and later["graphs"] == 2 and later["hit"] == 2 and later["miss"] == 0, later
+    static = _cell(tmp_path, 3, 9, "llm_pruner_like")   # automatic: static widths, static batch
+    assert static["ok"] and not static["symbolic"] and static["miss"] == 2 and static["hit"] == 0, static

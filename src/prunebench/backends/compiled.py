@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import gemv as gemv_mod
+from . import dynamo
 from ..devices import sync
 from .layers import Layer, eos_ids, rms_norm
 
@@ -83,6 +84,11 @@ class CompiledBackend:
                      one graph each (at batch 1 the GEMV's kernel is then chosen per weight shape
                      when the op runs, :func:`prunebench.gemv.gemv_planned`, not while tracing);
                      off: one static graph per distinct layer shape;
+    ``symbolic_shapes`` (``None`` = automatic: on under dynamic widths) compile the batch (above
+                     1) and the cache length symbolic, so that one graph per layer shape serves
+                     every batch size and output length, in this process and, through
+                     inductor's on-disk cache, in later cells; the widths stay as
+                     ``dynamic_widths`` says;
     ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv.plan`):
                      shapes found there are not timed again; ``None`` = time every shape.
     """
@@ -95,7 +101,8 @@ class CompiledBackend:
 
     def __init__(self, compile: bool | None = None, cuda_graphs: bool | None = None, fuse: bool = True,
                  compile_mode: str = "default", gemv: str | None = None, inductor: dict | None = None,
-                 attention: str = "model", gemv_cache: str | None = None, dynamic_widths: bool | None = None):
+                 attention: str = "model", gemv_cache: str | None = None, dynamic_widths: bool | None = None,
+                 symbolic_shapes: bool | None = None):
         if gemv is not None and gemv not in self.GEMV:
             raise ValueError(f"compiled backend: gemv must be one of {self.GEMV}, got {gemv!r}")
         if attention not in self.ATTENTION:
@@ -109,6 +116,7 @@ class CompiledBackend:
         self.inductor = None if inductor is None else dict(inductor)
         self.gemv_cache = gemv_cache
         self.dynamic_widths = dynamic_widths
+        self.symbolic_shapes = symbolic_shapes
         self.symbolic_cell = self.symbolic_batch = self.gemv_at_run_time = False
         self.shape = None
 
@@ -190,17 +198,18 @@ class CompiledBackend:
             self.gemv_at_run_time = dynamic and bool(self.gemv_plan)
             if gemv_info:
                 gemv_info["gemv_chosen_at"] = "run" if self.gemv_at_run_time else "trace"
-            # a symbolic graph anyway: make the batch and the cache length symbolic too, so that the
-            # next cell of this model (another batch or length) finds it in inductor's on-disk cache
-            # (batch 1 stays static: a size-1 dimension is specialised whatever is asked)
-            self.symbolic_cell = dynamic
-            self.symbolic_batch = dynamic and batch > 1
+            # batch and cache length symbolic, so that the next cell of this model (another batch or
+            # length) finds the graphs in inductor's on-disk cache: automatic under dynamic widths (a
+            # symbolic graph anyway); batch 1 stays static (a size-1 dimension is specialised)
+            symbolic = self.symbolic_shapes
+            self.symbolic_cell = bool(use_compile and (dynamic if symbolic is None else symbolic))
+            self.symbolic_batch = self.symbolic_cell and batch > 1
             if self.symbolic_cell:
                 for c in (*self.k, *self.v):  # [batch, kv_heads, cache length, head_dim], kept all along
                     if self.symbolic_batch:
                         torch._dynamo.maybe_mark_dynamic(c, 0)
                     torch._dynamo.maybe_mark_dynamic(c, 2)
-            graphs_before, cache_before = self._graph_count(), self._cache_counts()
+            graphs_before, cache_before = dynamo.graph_count(), dynamo.cache_counts()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
                 cfg = torch._dynamo.config
                 limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
@@ -208,12 +217,12 @@ class CompiledBackend:
                 # dynamic: the first layer's graph is static, the first layer of another width
                 # recompiles it with its widths symbolic (automatic dynamic shapes), and the rest reuse that
                 self._decode_layer = torch.compile(self._layer_decode, mode=self.compile_mode, fullgraph=True,
-                                                   dynamic=None if dynamic else False)
+                                                   dynamic=None if dynamic or self.symbolic_cell else False)
             self.graphs = None
             inductor = self.inductor
             if inductor is None:
                 inductor = dict(self.DEFAULT_INDUCTOR) if on_cuda else {}
-            with self._inductor_config(use_compile, inductor), self._dynamo_config(dynamic):
+            with dynamo.inductor_config(use_compile, inductor), dynamo.dynamo_config(dynamic, self.symbolic_cell):
                 if use_graphs:
                     self._capture()
                 else:
@@ -224,8 +233,9 @@ class CompiledBackend:
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
                 "attention": "eager" if self.eager_attn else "sdpa",
                 "inductor": inductor if use_compile else {}, "compiled_regions": regions if use_compile else 0,
-                "dynamic_widths": dynamic, "compiled_graphs": self._graph_count() - graphs_before,
-                **{k: v - cache_before[k] for k, v in self._cache_counts().items()}, **gemv_info}
+                "dynamic_widths": dynamic, "symbolic_shapes": self.symbolic_cell,
+                "compiled_graphs": dynamo.graph_count() - graphs_before,
+                **{k: v - cache_before[k] for k, v in dynamo.cache_counts().items()}, **gemv_info}
 
     def _decode_weights(self) -> list[torch.Tensor]:
         """Every weight matrix a decode step multiplies by, as ``_layers`` uses it."""
@@ -237,40 +247,6 @@ class CompiledBackend:
             ws += [l.gate_up[0]] if l.gate_up is not None else [m.gate_proj.weight, m.up_proj.weight]
             ws.append(m.down_proj.weight)
         return ws + [self.lm_head.weight]
-
-    @staticmethod
-    def _inductor_config(use_compile: bool, inductor: dict):
-        if not (use_compile and inductor):
-            return contextlib.nullcontext()
-        import torch._inductor.config as inductor_config
-
-        unknown = sorted(k for k in inductor if not hasattr(inductor_config, k))
-        if unknown:
-            raise ValueError(f"compiled backend: unknown torch._inductor.config option(s) {unknown}")
-        return inductor_config.patch(inductor)
-
-    @staticmethod
-    def _dynamo_config(dynamic: bool):
-        """Under dynamic widths the weights' shapes may be symbolic too (dynamo keeps parameters'
-        shapes static by default)."""
-        if not dynamic:
-            return contextlib.nullcontext()
-        return torch._dynamo.config.patch(force_parameter_static_shapes=False)
-
-    @staticmethod
-    def _graph_count() -> int:
-        """Graphs dynamo has compiled in this process so far."""
-        from torch._dynamo.utils import counters
-
-        return int(counters["stats"]["unique_graphs"])
-
-    @staticmethod
-    def _cache_counts() -> dict:
-        """Inductor's on-disk graph cache so far in this process: graphs found, graphs compiled."""
-        from torch._dynamo.utils import counters
-
-        c = counters["inductor"]
-        return {"compile_cache_hits": int(c["fxgraph_cache_hit"]), "compile_cache_misses": int(c["fxgraph_cache_miss"])}
 
     def _capture(self) -> None:
         s = torch.cuda.Stream(self.device)

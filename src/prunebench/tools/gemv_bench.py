@@ -14,7 +14,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from ..backends import CompiledBackend
+from ..backends import CompiledBackend, dynamo
 from ..devices import measure_copy_bandwidth
 from ..gemv import plan
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {}
     if a.inductor:
         def compiled_linear(x, w):
-            with CompiledBackend._inductor_config(True, CompiledBackend.DEFAULT_INDUCTOR):
+            with dynamo.inductor_config(True, CompiledBackend.DEFAULT_INDUCTOR):
                 return _compiled(x, w)
 
         _compiled = torch.compile(lambda x, w: F.linear(x, w), dynamic=False, fullgraph=True)
