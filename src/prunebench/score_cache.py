@@ -13,6 +13,11 @@ One JSON file per key (a hash of the calibration tokens, the batch size, device 
 dtype and a sample of every parameter: shapes and 4096 strided values of each tensor),
 ``{"<sorted blocks>": nll}``; writes merge with what is there under an exclusive lock
 and replace the file atomically.  Without the variable nothing is read or written.
+
+Besides NLLs, one named set of tensors per key (:func:`open_tensors`):
+``<key>-<name>.safetensors``, written once, atomically, under the same lock -- the
+calibration gradient's saliency sums that Taylor+ and LLM-Pruner share
+(:mod:`prunebench.methods.saliency`).
 """
 from __future__ import annotations
 
@@ -78,6 +83,51 @@ class Store:
             merged.update(self.new)
             write_json(self.path, merged)
         self.values, self.new = merged, {}
+
+
+class TensorStore:
+    """A named set of tensors for one key; ``path`` None: nothing kept."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def load(self) -> dict[str, torch.Tensor] | None:
+        if self.path is None or not self.path.exists():
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(self.path))
+        except (SafetensorError, OSError):
+            return None  # unreadable: recomputed, rewritten on save
+
+    def save(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.path is None:
+            return
+        import fcntl
+
+        from safetensors.torch import save_file
+
+        from .io import atomic_path
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with atomic_path(self.path) as tmp:
+                save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def _root() -> Path | None:
+    root = os.environ.get(ENV)
+    return Path(root) if root else None
+
+
+def open_tensors(model, calibration: torch.Tensor, batch_size: int, name: str) -> TensorStore:
+    root = _root()
+    if root is None:
+        return TensorStore(None)
+    return TensorStore(root / f"{fingerprint(model, calibration, batch_size)}-{name}.safetensors")
 
 
 def open_for(model, calibration: torch.Tensor, batch_size: int) -> Store:

@@ -155,3 +155,48 @@ def test_settings_schema():
     for bad in ({"importance": "l1"}, {"ratio": 0.2}, {"batch_size": 0}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_saliency_is_the_gradient_and_is_shared(tmp_path, monkeypatch):
+    """The saliency sums are |W * grad| of the mean calibration loss (gradient by hand);
+    with the score cache, Taylor+ and LLM-Pruner at two budgets compute it once and prune
+    as they do without the cache."""
+    from prunebench import score_cache
+    from prunebench.methods import saliency
+
+    dense, calib = tiny_llama(8, 2), calibration()
+    sal = saliency.compute(copy.deepcopy(dense), calib, 4)
+    ref = copy.deepcopy(dense)
+    loss = sum(ref(input_ids=calib[i:i + 4], labels=calib[i:i + 4]).loss * (len(calib[i:i + 4]) / len(calib))
+               for i in range(0, len(calib), 4))
+    loss.backward()
+    w = ref.model.layers[2].mlp.down_proj.weight
+    s = (w * w.grad).abs().detach()
+    name = "model.layers.2.mlp.down_proj.weight"
+    assert torch.allclose(sal.rows[name].float(), s.sum(1), rtol=1e-4) and torch.allclose(sal.cols[name].float(), s.sum(0), rtol=1e-4)
+    block2 = sum((p * p.grad).abs().sum().item() for p in ref.model.layers[2].parameters())
+    assert sal.block(dense, 2) == pytest.approx(block2, rel=1e-4) and sal.loss == pytest.approx(loss.item(), rel=1e-5)
+    assert sal.block(dense, 2) == pytest.approx(sum(v for k, v in sal.total.items() if ".layers.2." in k))
+
+    def prune_all():
+        out = {}
+        for ratio in (0.2, 0.3):
+            budget = Budget.from_config({"ratio": ratio}, count_params(dense))
+            out["llm", ratio] = get_method("llm-pruner")(copy.deepcopy(dense), calib, budget, {"batch_size": 4})
+            out["taylor", ratio] = get_method("depth")(copy.deepcopy(dense), calib, budget,
+                                                       {"criterion": "taylor", "keep_first": 1, "keep_last": 1,
+                                                        "batch_size": 4})
+        return out
+
+    fresh = prune_all()
+    computed = []
+    real = saliency.compute
+    monkeypatch.setattr(saliency, "compute", lambda *a: computed.append(1) or real(*a))
+    monkeypatch.setenv(score_cache.ENV, str(tmp_path))
+    cached = prune_all()
+    assert len(computed) == 1 and len(list(tmp_path.glob("*-saliency.safetensors"))) == 1
+    for key, res in cached.items():
+        assert layer_structure(res.model) == layer_structure(fresh[key].model)
+        for p, q in zip(res.model.parameters(), fresh[key].model.parameters()):
+            assert torch.equal(p, q)
+    assert cached["taylor", 0.2].report["scores"] == fresh["taylor", 0.2].report["scores"]

@@ -74,8 +74,9 @@ def test_schema_ships_with_the_package():
 
 def test_methods_are_the_modules_that_register():
     names = {m.name for m in pkgutil.iter_modules(methods.__path__)}
-    assert {"base", "blocks", "width"} <= names
-    assert methods.MODULES == {f"prunebench.methods.{n}" for n in names - {"base", "blocks", "width"}}
+    helpers = {"base", "blocks", "width", "saliency"}
+    assert helpers <= names
+    assert methods.MODULES == {f"prunebench.methods.{n}" for n in names - helpers}
     assert {m.module for m in methods.REGISTRY.values()} == methods.MODULES
 
 

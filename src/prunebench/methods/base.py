@@ -1,8 +1,8 @@
 """The method interface, the registry, the parameter budget and what a method can reach.
 
 A method is one file of this package that calls :func:`register` with everything the
-pipeline needs to know about it (the package discovers such files; ``base``, ``blocks`` and
-``width`` are helpers that register nothing):
+pipeline needs to know about it (the package discovers such files; ``base``, ``blocks``,
+``width`` and ``saliency`` are helpers that register nothing):
 
 ``settings_schema``
     JSON schema of its settings (the config entry minus ``method``), with the ``default`` of

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from .base import Budget, PrunedModel, register
 from .blocks import (REPORT_FIELDS, Skip as _Skip, keep_reach, nll_without, remove_blocks, remove_lowest,  # noqa: F401
@@ -52,35 +51,13 @@ def ppl_scores(model, calibration: torch.Tensor, batch_size: int) -> list[float]
 
 
 def taylor_scores(model, calibration: torch.Tensor, batch_size: int) -> list[float]:
-    """Sum over each block's weights of |W * grad W|, gradient of the mean calibration NLL."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    params = [p for p in model.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    for layer in model.model.layers:
-        for p in layer.parameters():
-            p.requires_grad_(True)
-            p.grad = None
-    n = calibration.shape[0]
-    for start in tqdm(range(0, n, batch_size), desc="Taylor+: gradients", mininterval=2):
-        x = calibration[start : start + batch_size].to(device)
-        out = model(input_ids=x, labels=x, use_cache=False)
-        (out.loss * x.shape[0] / n).backward()
-    scores = []
-    for layer in model.model.layers:
-        s = 0.0
-        for p in layer.parameters():
-            if p.grad is not None:
-                s += (p.detach().float() * p.grad.float()).abs().sum().item()
-            p.grad = None
-        scores.append(s)
-    for p, f in zip(params, flags):
-        p.requires_grad_(f)
-    model.train(was_training)
-    return scores
+    """Sum over each block's weights of |W * grad W|, gradient of the mean calibration NLL
+    (:func:`~prunebench.methods.saliency.saliency`: computed once, shared with LLM-Pruner
+    and the other budgets through the score cache)."""
+    from .saliency import saliency
+
+    sal = saliency(model, calibration, batch_size)
+    return [sal.block(model, i) for i in range(len(model.model.layers))]
 
 
 SETTINGS = {

@@ -56,6 +56,7 @@ from torch import nn
 
 from ..models import count_params, layer_structure
 from .base import Budget, PrunedModel, register
+from .saliency import saliency
 from .width import (attn_geometry, budget_report, check_uniform, plan_report, resolve_layer_range, solve_plan,
                     sync_attention_attrs, uniform_reach)
 
@@ -81,13 +82,14 @@ SETTINGS = {
 class GroupImportance:
     """Importance of each channel of a torch-pruning group, computed in float32.
 
-    ``taylor``: sum over the group's weights of ``|W * grad|`` (gradients from
-    :func:`accumulate_gradients`); ``l2``: sum of ``W**2``.  Layers whose indices do not
+    ``taylor``: sum over the group's weights of ``|W * grad|``, from the rows and columns
+    of the calibration gradient's saliency (:mod:`prunebench.methods.saliency`, shared with
+    Taylor+ and the other budgets); ``l2``: sum of ``W**2``.  Layers whose indices do not
     map to the root (k/v of a GQA group, kept whole) are skipped, as torch-pruning does.
     """
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, sal=None, names: dict | None = None):
+        self.kind, self.sal, self.names = kind, sal, names or {}
 
     @torch.no_grad()
     def __call__(self, group) -> torch.Tensor | None:
@@ -107,44 +109,18 @@ class GroupImportance:
                 continue
             w = layer.weight.detach()
             sel = torch.as_tensor(idxs, dtype=torch.long, device=w.device)
-            w = w.index_select(dim, sel).float()
             if self.kind == "taylor":
-                if layer.weight.grad is None:
+                name = self.names.get(layer)
+                if self.sal is None or name not in self.sal.rows:
                     raise RuntimeError(f"taylor importance: no gradient for {layer}")
-                s = (w * layer.weight.grad.index_select(dim, sel).float()).abs()
+                sums = (self.sal.rows if dim == 0 else self.sal.cols)[name]
+                local = sums.index_select(0, sel.cpu()).float().to(w.device)
             else:
-                s = w.pow(2)
-            local = s.sum(dim=1 - dim)
+                local = w.index_select(dim, sel).float().pow(2).sum(dim=1 - dim)
             if imp is None:
                 imp = torch.zeros(len(group[0].idxs), dtype=torch.float32, device=w.device)
             imp.scatter_add_(0, torch.as_tensor(root_idxs, dtype=torch.long, device=w.device), local)
         return imp
-
-
-def accumulate_gradients(model, calibration: torch.Tensor, params: list[nn.Parameter],
-                         batch_size: int) -> float:
-    """Gradient of the mean next-token loss of ``calibration`` w.r.t. ``params`` (in
-    ``.grad``); every other parameter gets no gradient.  Returns the loss."""
-    device = next(model.parameters()).device
-    flags = {p: p.requires_grad for p in model.parameters()}
-    wanted = {id(p) for p in params}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in wanted)
-        p.grad = None
-    n = calibration.shape[0]
-    total = 0.0
-    try:
-        with torch.enable_grad():
-            for start in range(0, n, batch_size):
-                x = calibration[start:start + batch_size].to(device)
-                out = model(input_ids=x, labels=x, use_cache=False)
-                loss = out.loss.float() * (x.shape[0] / n)
-                loss.backward()
-                total += loss.item()
-    finally:
-        for p, f in flags.items():
-            p.requires_grad_(f)
-    return total
 
 
 # --------------------------------------------------------------------------- tracing
@@ -290,14 +266,15 @@ def prune(model, calibration: torch.Tensor, budget: Budget, settings: dict) -> P
     log.info("llm-pruner: layers [%d, %d), remove %d heads and %d channels per layer (ratio %.3f)",
              start, end, plan["heads_removed"], plan["channels_removed"], plan["ratio"])
 
-    loss = None
+    loss, sal = None, None
     if plan["heads_removed"] or plan["channels_removed"]:
         if kind == "taylor":
             n_ex = settings["num_examples"] or calibration.shape[0]
-            params = [m.weight for l in layers for m in l.modules() if isinstance(m, nn.Linear)]
-            loss = accumulate_gradients(model, calibration[:n_ex], params, bs)
+            sal = saliency(model, calibration[:n_ex], bs)
+            loss = sal.loss
         example = calibration[:1, : min(8, calibration.shape[1])].to(next(model.parameters()).device)
-        pruner, chosen = build_pruner(model, example, layers, plan, GroupImportance(kind))
+        names = {m: f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        pruner, chosen = build_pruner(model, example, layers, plan, GroupImportance(kind, sal, names))
         with torch.no_grad():
             for group in pruner.step(interactive=True):
                 touched = {dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Module)}
