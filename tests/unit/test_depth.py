@@ -173,3 +173,50 @@ def test_demo_controls_draw_from_taylor_blocks():
     controls = [s for s in methods.values() if s["method"] == "depth" and s["criterion"] == "random"]
     assert len(controls) >= 3
     assert all(_keep(s) == _keep(methods["depth-taylor"]) for s in controls)
+
+
+@pytest.mark.parametrize("margin", [0.01, 1e-6])
+@pytest.mark.parametrize("ratio", [0.2, 0.4])
+def test_ppl_screen_removes_what_full_precision_removes(tiny_model, calib, ratio, margin):
+    """Screened in bfloat16, decided in float32 at the cut: the blocks of scoring every
+    block in float32; the rescored values are float32's."""
+    import copy
+
+    dense = count_params(tiny_model)
+    budget = Budget.from_config({"ratio": ratio}, dense)
+    full = get_method("depth")(copy.deepcopy(tiny_model), calib, budget, {"criterion": "ppl"}).report
+    got = get_method("depth")(copy.deepcopy(tiny_model), calib, budget,
+                              {"criterion": "ppl", "screen": "bfloat16", "screen_margin": margin}).report
+    assert got["removed_blocks"] == full["removed_blocks"] and len(full["removed_blocks"]) >= 2
+    assert got["screen"] == {"dtype": "bfloat16", "margin": margin}
+    checked = [i for i, v in enumerate(got["verified"]) if v is not None]
+    assert checked and [got["verified"][i] for i in checked] == pytest.approx([full["scores"][i] for i in checked], rel=1e-6)
+    assert got["scores"] == pytest.approx(full["scores"], rel=0.05)
+
+
+def test_screen_is_the_ppl_criterions_only(calib):
+    with pytest.raises(ValueError, match="screen"):
+        get_method("depth").settings({"criterion": "taylor", "screen": "bfloat16"})
+
+
+def test_sleb_reads_a_step_depth_ppl_scored(tiny_model, calib, tmp_path, monkeypatch):
+    """SLEB's first step is the PPL criterion's scores: with the score cache, SLEB after
+    depth-ppl (float32) screens nothing at that step."""
+    import copy
+
+    from prunebench import score_cache
+    from prunebench.methods import blocks
+
+    monkeypatch.setenv(score_cache.ENV, str(tmp_path))
+    budget = Budget.from_config({"ratio": 0.3}, count_params(tiny_model))
+    get_method("depth")(copy.deepcopy(tiny_model), calib, budget, {"criterion": "ppl", "keep_first": 1, "keep_last": 1})
+    screened = []
+    real = blocks.nll_without
+    monkeypatch.setattr(blocks, "nll_without", lambda m, *a: screened.append(next(m.parameters()).dtype) or real(m, *a))
+    import prunebench.methods.sleb as sleb
+
+    monkeypatch.setattr(sleb, "nll_without", blocks.nll_without)
+    res = get_method("sleb")(copy.deepcopy(tiny_model), calib, budget, {"screen": "bfloat16"})
+    first = res.report["steps"][0]
+    assert first["candidates"] == first["verified"]  # every value float32, from the cache
+    assert len(res.report["steps"]) >= 2 and screened.count(torch.bfloat16) == len(res.report["steps"]) - 1

@@ -139,6 +139,17 @@ def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int]
     return done
 
 
+def stored_nll(model, calibration: torch.Tensor, removed, candidates: list[int],
+               batch_size: int) -> dict[int, float] | None:
+    """Every candidate's :func:`nll_without` value from the score cache, or None where one
+    is not there."""
+    from .. import score_cache
+
+    store = score_cache.open_for(model, calibration, batch_size)
+    got = {b: store.get(sorted(set(removed) | {b})) for b in candidates}
+    return None if any(v is None for v in got.values()) else got
+
+
 def _block_inputs(model, x: torch.Tensor, kept: list[int]) -> list[torch.Tensor]:
     """The input of each block of ``kept`` when the model without the other blocks runs on ``x``."""
     seen: list[torch.Tensor] = []
@@ -151,6 +162,61 @@ def _block_inputs(model, x: torch.Tensor, kept: list[int]) -> list[torch.Tensor]
         for h in hooks:
             h.remove()
     return seen
+
+
+# --------------------------------------------------------------------------- screening
+
+def screen_copy(model, dtype: str | None):
+    """A copy of ``model`` in ``dtype`` that scores candidates first (None: no screening)."""
+    import copy
+
+    return copy.deepcopy(model).to(getattr(torch, dtype)) if dtype else None
+
+
+def rescore(model, calibration: torch.Tensor, removed, coarse: dict[int, float], margin: float, batch_size: int,
+            pick) -> tuple[dict[int, float], float]:
+    """Score again, in ``model``'s precision, the candidates ``pick(coarse, margin)`` selects
+    from their screened NLLs ``coarse``; while the screen's error on those rescored exceeds
+    a quarter of the margin, the margin grows to four times that error and the newly
+    selected are rescored too.  Returns ``({candidate: NLL}, the final margin)``.
+
+    A decision that depends on how NLLs compare (the lowest, or the lowest ``n``) is the
+    one the pruning precision makes wherever the screen errs by at most half the margin,
+    and the margin ends at least four times the largest error seen."""
+    fine: dict[int, float] = {}
+    while True:
+        todo = [b for b in pick(coarse, margin) if b not in fine]
+        if not todo:
+            return fine, margin
+        fine.update(nll_without(model, calibration, removed, todo, batch_size))
+        margin = max(margin, 4 * max(abs(coarse[b] - fine[b]) for b in fine))
+
+
+def near_lowest(coarse: dict[int, float], margin: float) -> list[int]:
+    """The candidates within ``margin`` of the lowest screened NLL (SLEB's step)."""
+    low = min(coarse.values())
+    return [b for b in coarse if coarse[b] <= low + margin]
+
+
+def lowest_screened(model, coarse_model, calibration: torch.Tensor, removed, candidates: list[int], n: int,
+                    margin: float, batch_size: int) -> tuple[list[int], dict[int, float], dict[int, float]]:
+    """The ``n`` candidates of lowest NLL without them (one-shot, on the model without
+    ``removed``), screened on ``coarse_model``: ``(chosen, screened NLLs, rescored NLLs)``.
+
+    The cut lies between the ``n``-th and ``n + 1``-th screened NLL; those two and the
+    candidates within the margin of the cut are rescored and those values decide among
+    them; every candidate below the margin is in, every one above it out (:func:`rescore`)."""
+    coarse = nll_without(coarse_model, calibration, removed, candidates, batch_size)
+    order = sorted(candidates, key=lambda b: (coarse[b], b))
+    if n <= 0 or n >= len(order):
+        return order[:max(n, 0)], coarse, {}
+    cut = (coarse[order[n - 1]] + coarse[order[n]]) / 2
+    edge = {order[n - 1], order[n]}  # always rescored: the screen's error is seen
+    fine, margin = rescore(model, calibration, removed, coarse, margin, batch_size,
+                           lambda c, m: [b for b in c if abs(c[b] - cut) <= m or b in edge])
+    sure = [b for b in order if coarse[b] < cut - margin and b not in fine]
+    chosen = sure + sorted(fine, key=lambda b: (fine[b], b))[:n - len(sure)]
+    return chosen, coarse, fine
 
 
 # --------------------------------------------------------------------------- hidden states

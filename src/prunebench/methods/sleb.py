@@ -37,7 +37,6 @@ Settings: ``keep_first``, ``keep_last`` (1, 1), ``batch_size`` (calibration batc
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -45,7 +44,8 @@ import torch
 from ..models import count_params
 from ..likelihood import mean_nll
 from .base import Budget, PrunedModel, register
-from .blocks import REPORT_FIELDS, Skip, block_params, keep_reach, nll_without, removable, removal_report
+from .blocks import (REPORT_FIELDS, Skip, block_params, keep_reach, near_lowest, nll_without, removable,
+                     removal_report, rescore, screen_copy, stored_nll)
 
 SETTINGS = {
     "type": "object",
@@ -72,28 +72,12 @@ def _ppl(nll: float) -> float:
     return math.exp(min(nll, 700))
 
 
-def verified(model, calibration: torch.Tensor, removed: list[int], coarse: dict[int, float], margin: float,
-             batch_size: int) -> dict[int, float]:
-    """The NLL in ``model``'s precision of every candidate whose screened NLL (``coarse``)
-    is within the margin of the lowest, the margin widened while the screen's error on
-    them exceeds a quarter of it (module docstring)."""
-    low = min(coarse.values())
-    fine: dict[int, float] = {}
-    while True:
-        near = [b for b in coarse if coarse[b] <= low + margin and b not in fine]
-        if not near:
-            return fine
-        fine.update(nll_without(model, calibration, removed, near, batch_size))
-        error = max(abs(coarse[b] - fine[b]) for b in fine)
-        margin = max(margin, 4 * error)
-
-
 def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, keep_last: int,
               batch_size: int, screen: str | None = None, margin: float = 0.01) -> list[dict]:
     """SLEB's steps: ``[{"removed": block, "ppl": ..., "candidates": {block: ppl},
     "verified": {block: ppl} (screened only)}, ...]``."""
     total, per_block = count_params(model), block_params(model)
-    coarse_model = copy.deepcopy(model).to(getattr(torch, screen)) if screen else None
+    coarse_model = screen_copy(model, screen)
     removed: list[int] = []
     steps: list[dict] = []
     current = total
@@ -102,11 +86,15 @@ def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, ke
         if not any(abs(current - per_block[b] - target) < abs(current - target) for b in candidates):
             break
         step: dict = {}
-        if coarse_model is None:
+        known = stored_nll(model, calibration, removed, candidates, batch_size) if coarse_model else None
+        if known is not None:  # all scored in the pruning precision before (another budget, depth-ppl)
+            nll = known
+            step["candidates"] = {b: _ppl(v) for b, v in known.items()}
+        elif coarse_model is None:
             nll = nll_without(model, calibration, removed, candidates, batch_size)
         else:
             coarse = nll_without(coarse_model, calibration, removed, candidates, batch_size)
-            nll = verified(model, calibration, removed, coarse, margin, batch_size)
+            nll, _ = rescore(model, calibration, removed, coarse, margin, batch_size, near_lowest)
             step["candidates"] = {b: _ppl(coarse[b]) for b in candidates}
         ppl = {b: _ppl(v) for b, v in nll.items()}
         best = min(ppl, key=lambda b: (ppl[b], b))
