@@ -24,8 +24,8 @@ kernel, in the configuration that was fastest for that weight shape when ``prepa
 them all against cuBLAS (option ``gemv``; cuBLAS where it wins or where triton is missing);
 the choice is stored per (device, dtype, shape) in ``gemv_cache`` and reused.  Under dynamic
 widths the kernel is looked up by the weight's shape when the op runs (one graph, every
-width on its own kernel).  On CPU there
-are no graphs and, by default, no compilation (same code path, used by the tests).
+width on its own kernel).  On CPU there are no graphs and, by default, no compilation (same
+code path, used by the tests).
 
 Limits: fusion makes q/k/v and gate/up parameters views of one tensor: ``save_model`` of
 such a model would refuse shared tensors.
@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import gemv as gemv_mod
-from . import dynamo
 from ..devices import sync
+from . import dynamo
 from .layers import Layer, eos_ids, rms_norm
 
 
