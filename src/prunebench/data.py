@@ -26,12 +26,15 @@ from .config import ConfigError
 from .io import ArtifactError, atomic_path, read_json, write_json
 
 
-def get_tokenizer(spec: dict):
-    """The tokenizer of a ``models.<name>`` entry, or None for random token ids."""
+def get_tokenizer(spec: dict, saved: str | None = None):
+    """The tokenizer of a ``models.<name>`` entry, or None for random token ids; ``saved``: a
+    folder holding that tokenizer already (the source stage's base model folder)."""
     from transformers import AutoTokenizer
 
     from .pkgdata import resolve_path
 
+    if saved:
+        return AutoTokenizer.from_pretrained(saved)
     if spec.get("tokenizer"):
         return AutoTokenizer.from_pretrained(resolve_path(spec["tokenizer"]))
     if spec["weights"] == "random":
@@ -110,12 +113,14 @@ def eval_windows(stream: torch.Tensor, seq_len: int, max_windows: int | None,
 
 
 def run(split: str, spec: dict, corpus_path: str, out_path: str, *, model_name: str,
-        corpus_name: str, settings: dict) -> dict:
-    """``settings``: n_samples (calibration), seq_len, seed, max_windows and held_out (eval)."""
+        corpus_name: str, settings: dict, tokenizer_dir: str | None = None) -> dict:
+    """``settings``: n_samples (calibration), seq_len, seed, max_windows and held_out (eval);
+    ``tokenizer_dir``: the folder the source stage saved the model's tokenizer in (a GGUF
+    file's tokenizer is otherwise parsed from the file again, seconds per job)."""
     n_samples, seq_len = settings.get("n_samples"), settings["seq_len"]
     extra: dict = {}
     seed, max_windows = settings.get("seed", 0), settings.get("max_windows")
-    tokenizer = get_tokenizer(spec)
+    tokenizer = get_tokenizer(spec, tokenizer_dir or None)
     if tokenizer is None:
         vocab = vocab_size(spec)
         g = torch.Generator().manual_seed(seed)

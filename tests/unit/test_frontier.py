@@ -106,6 +106,14 @@ def test_data_stage_holds_out_the_calibration_corpus(tmp_path):
     for s, row in zip(meta["starts"], ev_ids):
         assert torch.equal(row, stream[s:s + 16])
     assert cal_ids.shape == (6, 32)
+    # the tokenizer the source stage saved in a model folder gives the same windows
+    from prunebench import source
+
+    source.run(spec, str(tmp_path / "base"), model_name="t", dtype="float32")
+    again = data.run("calibration", spec, str(tmp_path / "c.txt"), str(tmp_path / "cal2.safetensors"), model_name="t",
+                     corpus_name="c", settings=cal, tokenizer_dir=str(tmp_path / "base"))
+    assert torch.equal(data.load_tokens(tmp_path / "cal2.safetensors")[0], cal_ids)
+    assert again["tokenizer"] == str(tmp_path / "base")
 
 
 # --------------------------------------------------------------------------- budgets in the config

@@ -11,6 +11,13 @@ def _data_input(wc):
     return f"{RESULTS}/corpora/{_data_corpus(wc)}.txt"
 
 
+def _saved_tokenizer(wc):
+    """GGUF weights: the base model folder, where the source stage saved the tokenizer it
+    parsed from the file (parsing it again costs seconds per job)."""
+    spec = config["models"][wc.model]
+    return [f"{RESULTS}/models/{wc.model}/base/prunebench.json"] if spec["weights"] == "gguf" and not spec.get("tokenizer") else []
+
+
 def _data_params(wc):
     if wc.split == "calibration":
         c = config["calibration"]
@@ -25,7 +32,8 @@ def _data_params(wc):
 
 rule data:
     input:
-        _data_input,
+        corpus=_data_input,
+        tokenizer=_saved_tokenizer,
     output:
         ids=f"{RESULTS}/data/{{model}}/{{split}}.safetensors",
         meta=f"{RESULTS}/data/{{model}}/{{split}}.json",
@@ -33,6 +41,7 @@ rule data:
         spec=lambda wc: model_spec(wc.model),
         corpus=_data_corpus,
         settings=_data_params,
+        tokenizer_dir=lambda wc, input: os.path.dirname(input.tokenizer[0]) if input.tokenizer else "",
     log:
         f"{RESULTS}/logs/data/{{model}}/{{split}}.log",
     benchmark:
@@ -40,6 +49,6 @@ rule data:
     conda:
         "../../envs/prunebench.yaml"
     shell:
-        "{PY} data split={wildcards.split} spec={params.spec:q} corpus_path='{input}'"
+        "{PY} data split={wildcards.split} spec={params.spec:q} corpus_path='{input.corpus}'"
         " out_path={output.ids:q} model_name={wildcards.model} corpus_name={params.corpus}"
-        " settings={params.settings:q} > {log:q} 2>&1"
+        " settings={params.settings:q} tokenizer_dir={params.tokenizer_dir:q} > {log:q} 2>&1"
