@@ -60,3 +60,24 @@ def test_a_bad_config_leaves_no_stamp(tmp_path):
         else:
             raise AssertionError("accepted a bad method")
     assert not stamp.exists() or not list(stamp.iterdir())
+
+
+def test_a_stage_job_ends_with_its_outputs_and_log_written(tmp_path):
+    """``python -m prunebench <stage>`` leaves without the interpreter's teardown: its output,
+    its result line and its CPU line are all there, its exit status is the stage's."""
+    (tmp_path / "a.txt").write_text("Some text.\n\nAnother document.\n")
+    spec = json.dumps({"source": "files", "paths": [str(tmp_path / "a.txt")]})
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-m", "prunebench", "corpus", f"spec={spec}",
+                          f"out_text={tmp_path / 'c.txt'}", f"out_meta={tmp_path / 'c.json'}",
+                          f"cache_dir={tmp_path / 'cache'}"], cwd=ROOT, capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Another document." in (tmp_path / "c.txt").read_text() and json.loads((tmp_path / "c.json").read_text())
+    assert json.loads(run.stdout.strip().splitlines()[-1])  # the result line, flushed
+    assert "s CPU in all" in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "prunebench", "corpus", f"spec={json.dumps({'source': 'nowhere'})}",
+                          f"out_text={tmp_path / 'd.txt'}", f"out_meta={tmp_path / 'd.json'}",
+                          f"cache_dir={tmp_path / 'cache'}"], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1 and "prunebench corpus: error" in bad.stderr and not (tmp_path / "d.txt").exists()
