@@ -119,7 +119,7 @@ def test_depth_defaults_depend_on_the_criterion(criterion, first, last):
     """Taylor+ protects 4 first and 2 last blocks, the others none (unless set)."""
     s = methods.get_method("depth").settings({"criterion": criterion})
     assert s == {"criterion": criterion, "seed": 0, "batch_size": 8, "keep_first": first, "keep_last": last,
-                 "like": None}
+                 "like": None, "screen": None, "screen_margin": 0.01}
     assert methods.get_method("depth").settings({"criterion": criterion, "keep_first": 1})["keep_first"] == 1
 
 
