@@ -152,7 +152,7 @@ def test_prune_report_records_the_settings_used(base):
     # Taylor+ protects the first 4 and last 2 of the 8 blocks unless told otherwise
     rep = _prune(base, "d", {"method": "depth", "criterion": "taylor"}, ratio=0.15)
     assert rep["settings"] == {"criterion": "taylor", "seed": 0, "batch_size": 8, "keep_first": 4, "keep_last": 2,
-                              "like": None}
+                              "like": None, "screen": None, "screen_margin": 0.01}
     assert rep["protected"] == {"first": 4, "last": 2}
     assert all(4 <= b < 6 for b in rep["removed_blocks"])
 
