@@ -289,7 +289,8 @@ def test_wanda_sp_layer_by_layer_is_the_full_pass_per_layer():
     """Each layer's input kept from the pruned layer before it gives the scores and widths
     of running the whole model up to the layer for every layer (the same numbers)."""
     from prunebench.methods.wanda_sp import InputNorm, channel_scores
-    from prunebench.methods.width import attn_geometry, feed_calibration, prune_uniform, solve_plan
+    from prunebench.methods.passes import feed_calibration
+    from prunebench.methods.width import attn_geometry, prune_uniform, solve_plan
 
     dense, calib = tiny_llama(8, 2), calibration()
     res, budget = run("wanda-sp", copy.deepcopy(dense), ratio=0.3, calib=calib, batch_size=3)

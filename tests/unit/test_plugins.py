@@ -74,7 +74,7 @@ def test_schema_ships_with_the_package():
 
 def test_methods_are_the_modules_that_register():
     names = {m.name for m in pkgutil.iter_modules(methods.__path__)}
-    helpers = {"base", "blocks", "width", "saliency"}
+    helpers = {"base", "blocks", "width", "saliency", "passes"}
     assert helpers <= names
     assert methods.MODULES == {f"prunebench.methods.{n}" for n in names - helpers}
     assert {m.module for m in methods.REGISTRY.values()} == methods.MODULES

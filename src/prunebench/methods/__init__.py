@@ -6,7 +6,7 @@ the pipeline needs to know about it: the JSON schema of its settings (with their
 the parameter counts it can reach, whether it reads calibration data, copies the weights or
 wants a GPU, and the columns it adds to the tables (:mod:`.base`).  Every module of this
 package is imported here; those that register a method are the methods (:data:`MODULES`),
-the others are helpers (``base``, ``blocks``, ``width``, ``saliency``).  ``config.yaml`` names entries
+the others are helpers (``base``, ``blocks``, ``width``, ``passes``, ``saliency``).  ``config.yaml`` names entries
 of ``methods:`` whose ``method:`` key picks the registered method; the remaining keys of the
 entry are its ``settings``.  Adding a method = adding one file here and one config entry.
 """

@@ -2,7 +2,7 @@
 
 A method is one file of this package that calls :func:`register` with everything the
 pipeline needs to know about it (the package discovers such files; ``base``, ``blocks``,
-``width`` and ``saliency`` are helpers that register nothing):
+``width``, ``passes`` and ``saliency`` are helpers that register nothing):
 
 ``settings_schema``
     JSON schema of its settings (the config entry minus ``method``), with the ``default`` of

@@ -37,7 +37,8 @@ import torch
 
 from ..models import count_params
 from .base import Budget, PrunedModel, register
-from .width import (attn_geometry, check_uniform, feed_calibration, plan_report, prune_uniform, result_report,
+from .passes import feed_calibration
+from .width import (attn_geometry, check_uniform, plan_report, prune_uniform, result_report,
                     solve_plan, UNIFORM_SETTINGS, uniform_reachable)
 
 SETTINGS = UNIFORM_SETTINGS

@@ -19,7 +19,7 @@ removed, the lowest-scoring ones (the reference prunes every layer by one ratio)
 bias compensation.  As in the reference, layers are pruned one after the other: the
 statistics of layer ``i`` are taken on the model whose layers ``0 .. i-1`` are already
 pruned (each layer's calibration input is kept from the pruned layer before it,
-:class:`~prunebench.methods.width.LayerByLayer`, as the reference keeps ``inps``).
+:class:`~prunebench.methods.passes.LayerByLayer`, as the reference keeps ``inps``).
 
 Grouped-query attention (the reference covers multi-head LLaMA only): the same number
 of query heads leaves every KV group, the group's lowest-scoring ones, and all KV heads
@@ -38,7 +38,8 @@ import torch
 
 from ..models import count_params
 from .base import Budget, PrunedModel, register
-from .width import (attn_geometry, check_uniform, LayerByLayer, plan_report, prune_uniform, result_report,
+from .passes import LayerByLayer
+from .width import (attn_geometry, check_uniform, plan_report, prune_uniform, result_report,
                     solve_plan, UNIFORM_SETTINGS, uniform_reachable)
 
 SETTINGS = UNIFORM_SETTINGS

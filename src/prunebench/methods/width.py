@@ -8,8 +8,10 @@
   attention's ``num_key_value_groups`` right;
 * the layer range of a method (defaults given for 32 layers, scaled to any depth);
 * uniform widths: the budget solver (same heads and channels removed in every pruned
-  layer, kept MLP widths multiples of ``round_to``), the heads and channels a layer
-  keeps by their scores, and a calibration pass that hands module inputs to scorers.
+  layer, kept MLP widths multiples of ``round_to``) and the heads and channels a layer
+  keeps by their scores.
+
+The calibration passes that hand module inputs to scorers are in :mod:`.passes`.
 
 Nothing here changes the model config: per-layer widths are read back with
 :func:`prunebench.models.layer_structure` and saved in the manifest's ``structure``.
@@ -414,99 +416,3 @@ def prune_uniform(layer, head_scores: torch.Tensor, channel_scores: torch.Tensor
         prune_attention(attn, kv, heads)
     if plan["channels_removed"]:
         prune_mlp(mlp, top(channel_scores, mlp.gate_proj.out_features - plan["channels_removed"]))
-
-
-class _Stop(Exception):
-    """Raised after the module whose output is no longer needed has run."""
-
-
-def _hooked(inputs: dict) -> list:
-    return [m.register_forward_pre_hook(lambda _m, args, fn=fn: fn(args[0].detach())) for m, fn in inputs.items()]
-
-
-class LayerByLayer:
-    """The calibration windows' residual stream, kept block by block, for methods that score
-    block ``i`` on the model whose blocks before it are already pruned (Wanda-sp).
-
-    Holds the input of the current block for every batch.  :meth:`feed` runs block ``i`` on
-    it (``inputs[module](x)`` sees every batch's input of ``module``, as in
-    :func:`feed_calibration`); :meth:`advance` runs block ``i`` as it is now (pruned) and
-    keeps its output as the next block's input.  Block ``i`` sees exactly the input a full
-    pass of the model with blocks ``0 .. i-1`` as they are would give it (the same
-    positions and causal mask: the model runs with every other block left out, from
-    ``inputs_embeds``), but each block runs twice in all instead of once per later block.
-    """
-
-    def __init__(self, model, calibration: torch.Tensor, batch_size: int):
-        self.model = model
-        device = next(model.parameters()).device
-        first = model.model.layers[0]
-        self.states: list[torch.Tensor] = []
-        hook = first.register_forward_pre_hook(lambda _m, args: self._stop(args[0]))
-        try:
-            for start in range(0, calibration.shape[0], batch_size):
-                try:
-                    model.model(input_ids=calibration[start:start + batch_size].to(device), use_cache=False)
-                except _Stop:
-                    pass
-        finally:
-            hook.remove()
-
-    def _stop(self, x: torch.Tensor):
-        self.states.append(x.detach())
-        raise _Stop
-
-    @torch.no_grad()
-    def _run(self, i: int, inputs: dict) -> list[torch.Tensor]:
-        from .blocks import Skip
-
-        out: list[torch.Tensor] = []
-        layers = self.model.model.layers
-
-        def grab(_m, _args, output):  # the block's output; the final norm is not needed
-            out.append((output[0] if isinstance(output, tuple) else output).detach())
-            raise _Stop
-
-        handles = _hooked(inputs) + [layers[i].register_forward_hook(grab)]
-        try:
-            with Skip(self.model, [j for j in range(len(layers)) if j != i]):
-                for h in self.states:
-                    try:
-                        self.model.model(inputs_embeds=h, use_cache=False)
-                    except _Stop:
-                        pass
-        finally:
-            for hd in handles:
-                hd.remove()
-        return out
-
-    def feed(self, i: int, inputs: dict) -> None:
-        """Run block ``i`` on its input, every batch, with ``inputs``' hooks."""
-        self._run(i, inputs)
-
-    def advance(self, i: int) -> None:
-        """Block ``i`` as it is now: its output becomes the input of block ``i + 1``."""
-        self.states = self._run(i, {})
-
-
-@torch.no_grad()
-def feed_calibration(model, calibration: torch.Tensor, batch_size: int, inputs: dict, stop_after=None) -> None:
-    """Run the decoder over ``calibration``; ``inputs[module](x)`` sees every batch's input
-    of ``module`` ([batch, seq, features]).  With ``stop_after`` (a module), each batch
-    stops once it has run: the layers after it are not computed."""
-    device = next(model.parameters()).device
-    handles = _hooked(inputs)
-    if stop_after is not None:
-        def stop(*_):
-            raise _Stop
-
-        handles.append(stop_after.register_forward_hook(stop))
-    try:
-        for start in range(0, calibration.shape[0], batch_size):
-            try:
-                model.model(input_ids=calibration[start:start + batch_size].to(device), use_cache=False)
-            except _Stop:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
