@@ -6,8 +6,10 @@
 For every cell file under the folders given (in the order the cells finished): the process's
 start-up and imports (``process_s``), the weights' load (``load_s``), the backend's preparation
 (``compile_s``: compilation, CUDA-graph capture, GEMV choice), the warm-up and timed runs, and
-the overhead = everything but the runs.  Last line: the slice's overhead fraction (overhead /
-the cells' whole cost).  Cells written before these fields existed are skipped.
+the overhead = everything but the runs, and ``prepare_s`` = load + compile + capture, marked
+``first`` for the first cell of each (model, method) in the listing.  Last line: the slice's
+overhead fraction (overhead / the cells' whole cost) and the largest ``prepare_s`` of the first
+and of the later cells.  Cells written before these fields existed are skipped.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ def cost(rec: dict) -> dict | None:
     whole = (rec.get("process_s") or 0.0) + rec["cell_wall_s"]
     return {"cell": f"{rec['model']}/{rec['method']}/{rec['backend']}/in{rec['in_len']}_out{rec['out_len']}_bs{rec['batch']}",
             "process_s": rec.get("process_s"), "load_s": rec.get("load_s"), "compile_s": rec.get("compile_s"),
+            "prepare_s": (rec.get("load_s") or 0.0) + (rec.get("compile_s") or 0.0),
             "runs_s": runs, "overhead_s": whole - runs, "whole_s": whole, "finished_at": rec.get("finished_at")}
 
 
@@ -41,12 +44,22 @@ def main(argv=None) -> int:
             if c:
                 rows.append(c)
     rows.sort(key=lambda r: r["finished_at"] or "")
+    seen = set()
+    for r in rows:
+        key = r["cell"].split("/")[:2]
+        r["first"] = tuple(key) not in seen
+        seen.add(tuple(key))
     for r in rows:
         print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}))
     if rows:
         over, whole = sum(r["overhead_s"] for r in rows), sum(r["whole_s"] for r in rows)
+        first = [r["prepare_s"] for r in rows if r["first"]]
+        later = [r["prepare_s"] for r in rows if not r["first"]]
         print(json.dumps({"cells": len(rows), "overhead_s": round(over, 1), "whole_s": round(whole, 1),
-                          "overhead_frac": round(over / whole, 3)}))
+                          "overhead_frac": round(over / whole, 3),
+                          "first_prepare_max_s": round(max(first), 1),
+                          "later_prepare_max_s": round(max(later), 1) if later else None,
+                          "later_within_20_s": f"{sum(p <= 20 for p in later)} of {len(later)}"}))
     return 0
 
 

@@ -11,10 +11,13 @@ uniform model share one compiled graph, so compiling costs one layer's tracing, 
 whole model's, and inductor's kernels are cached on disk (``TORCHINDUCTOR_CACHE_DIR``; the
 benchmark points it at ``results/cache/``), so a later cell of the same model finds them.
 Where every layer has its own width (FLAP's per-layer widths) the layer is compiled with
-dynamic shapes (option ``dynamic_widths``): a few graphs for the whole model (the first
-layer's static one, then symbolic ones the other layers share), not one per layer shape; the
-batch and the cache length are then symbolic too, so a later cell of the same model (another
-batch size or output length, another process) loads those graphs from inductor's cache.
+dynamic shapes (option ``dynamic_widths``): the widths that differ between layers are symbolic
+from the first trace, so one graph serves the whole model, not one per layer shape.  The batch
+(above 1) and the cache length are symbolic too (option ``symbolic_shapes``), so a later cell of
+the same model (another batch size or output length, another process) loads the graphs from
+inductor's cache; and on CUDA a cell also compiles the graphs of the other batch class (batch 1
+when its batch is above 1, and the other way round; option ``precompile``), so that the first
+cell of a model does its one-time work and the later ones find every graph.
 On CUDA the prefill and the whole decode step are then captured once into CUDA graphs
 (``torch.cuda.CUDAGraph``) and replayed: a call is one prefill replay + ``out_len - 1``
 decode replays, no Python per layer.
@@ -43,7 +46,7 @@ import torch.nn.functional as F
 from .. import gemv as gemv_mod
 from ..devices import sync
 from . import dynamo
-from .layers import Layer, eos_ids, rms_norm
+from .layers import Layer, attend_decode, attend_prefill, eos_ids, rms_norm
 
 
 @contextlib.contextmanager
@@ -84,11 +87,17 @@ class CompiledBackend:
                      one graph each (at batch 1 the GEMV's kernel is then chosen per weight shape
                      when the op runs, :func:`prunebench.gemv.gemv_planned`, not while tracing);
                      off: one static graph per distinct layer shape;
-    ``symbolic_shapes`` (``None`` = automatic: on under dynamic widths) compile the batch (above
-                     1) and the cache length symbolic, so that one graph per layer shape serves
-                     every batch size and output length, in this process and, through
-                     inductor's on-disk cache, in later cells; the widths stay as
-                     ``dynamic_widths`` says;
+    ``symbolic_shapes`` (``None`` = automatic: on wherever the layer is compiled) compile the
+                     batch (above 1) and the cache length symbolic, so that one graph per layer
+                     shape serves every batch size and output length, in this process and,
+                     through inductor's on-disk cache, in later cells; the widths stay as
+                     ``dynamic_widths`` says (on one H200, LLaMA-7B shapes, latency within
+                     ±1.6 % of static graphs: docs/measurement.md);
+    ``precompile``   (``None`` = automatic: on CUDA where ``symbolic_shapes`` is on) also compile
+                     the decode graphs of the other batch class, batch 1 (with the GEMV plan)
+                     when the cell's batch is above 1 and batch :attr:`PRECOMPILE_BATCH` (a
+                     symbolic batch) when it is 1, so that they land in inductor's cache for the
+                     model's later cells (counted apart: ``precompiled_graphs``);
     ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv.plan`):
                      shapes found there are not timed again; ``None`` = time every shape.
     """
@@ -98,11 +107,14 @@ class CompiledBackend:
     GEMV = ("cublas", "reduce", "triton")
     ATTENTION = ("model", "sdpa")
     DEFAULT_INDUCTOR: ClassVar[dict] = {"coordinate_descent_tuning": True}
+    #: the batch size the symbolic-batch graph is traced at when a batch-1 cell precompiles it
+    #: (its kernels are tuned at this size; the same graph then serves every batch above 1)
+    PRECOMPILE_BATCH = 16
 
     def __init__(self, compile: bool | None = None, cuda_graphs: bool | None = None, fuse: bool = True,
                  compile_mode: str = "default", gemv: str | None = None, inductor: dict | None = None,
                  attention: str = "model", gemv_cache: str | None = None, dynamic_widths: bool | None = None,
-                 symbolic_shapes: bool | None = None):
+                 symbolic_shapes: bool | None = None, precompile: bool | None = None):
         if gemv is not None and gemv not in self.GEMV:
             raise ValueError(f"compiled backend: gemv must be one of {self.GEMV}, got {gemv!r}")
         if attention not in self.ATTENTION:
@@ -117,6 +129,7 @@ class CompiledBackend:
         self.gemv_cache = gemv_cache
         self.dynamic_widths = dynamic_widths
         self.symbolic_shapes = symbolic_shapes
+        self.precompile = precompile
         self.symbolic_cell = self.symbolic_batch = self.gemv_at_run_time = False
         self.shape = None
 
@@ -173,8 +186,23 @@ class CompiledBackend:
             eos = eos_ids(model)
             self.eos = torch.tensor(eos, dtype=torch.long, device=dev) if eos else None
             self.neg_min = torch.finfo(dtype).min
+            regions = len({l.signature() for l in self.layers})
+            dynamic = self.dynamic_widths
+            if dynamic is None:
+                # one graph instead of one per layer shape, but symbolic widths change the generated
+                # kernels (aligned LLM-Pruner, 2 shapes: 6.4 % slower at batch 64): from 3 shapes on
+                dynamic = regions > 2
+            dynamic = bool(use_compile and dynamic)
+            # batch (above 1) and cache length symbolic, so that the next cell of this model (another
+            # batch or length) finds the graphs in inductor's on-disk cache; batch 1 stays static (a
+            # size-1 dimension is specialised)
+            symbolic = self.symbolic_shapes
+            self.symbolic_cell = bool(use_compile and (True if symbolic is None else symbolic))
+            self.symbolic_batch = self.symbolic_cell and batch > 1
+            precompile = self.precompile
+            precompile = bool(use_compile and (self.symbolic_cell and on_cuda if precompile is None else precompile))
             self.gemv_plan, gemv_info = {}, {}
-            if self.gemv == "triton" and batch == 1:
+            if self.gemv == "triton" and (batch == 1 or precompile):
                 self.gemv_plan, report = gemv_mod.plan(self._decode_weights(), dtype, cache_path=self.gemv_cache)
                 gemv_mod.adopt(dev, dtype, self.gemv_plan)
                 gemv_info = {"gemv_shapes": len(self.gemv_plan),
@@ -184,58 +212,81 @@ class CompiledBackend:
                 if report.get("timed"):
                     gemv_info.update(gemv_step_cublas_us=round(report["step_cublas_s"] * 1e6, 1),
                                      gemv_step_chosen_us=round(report["step_chosen_s"] * 1e6, 1))
-
-            self._decode = self._decode_step
-            self._decode_layer = self._layer_decode
-            regions = len({l.signature() for l in self.layers})
-            dynamic = self.dynamic_widths
-            if dynamic is None:
-                # two graphs at best (the first layer's static one, then the symbolic one):
-                # worth it from three distinct layer shapes on
-                dynamic = regions > 2
-            dynamic = bool(use_compile and dynamic)
             # symbolic widths: the batch-1 GEMV's kernel is looked up when the op runs, not traced
             self.gemv_at_run_time = dynamic and bool(self.gemv_plan)
             if gemv_info:
                 gemv_info["gemv_chosen_at"] = "run" if self.gemv_at_run_time else "trace"
-            # batch and cache length symbolic, so that the next cell of this model (another batch or
-            # length) finds the graphs in inductor's on-disk cache: automatic under dynamic widths (a
-            # symbolic graph anyway); batch 1 stays static (a size-1 dimension is specialised)
-            symbolic = self.symbolic_shapes
-            self.symbolic_cell = bool(use_compile and (dynamic if symbolic is None else symbolic))
-            self.symbolic_batch = self.symbolic_cell and batch > 1
+            self.cache_dims = ()
+            if dynamic:  # the widths that differ between layers: symbolic from the first trace
+                self.cache_dims = (1,) if dynamo.symbolic_widths(self.layers) else ()
             if self.symbolic_cell:
-                for c in (*self.k, *self.v):  # [batch, kv_heads, cache length, head_dim], kept all along
-                    if self.symbolic_batch:
-                        torch._dynamo.maybe_mark_dynamic(c, 0)
-                    torch._dynamo.maybe_mark_dynamic(c, 2)
+                self.cache_dims += (2,)
+            for c in (*self.k, *self.v):  # [batch, kv_heads, cache length, head_dim], kept all along
+                dynamo.mark(c, self.cache_dims + ((0,) if self.symbolic_batch else ()))
+
+            self._decode = self._decode_step
+            self._decode_layer = self._layer_decode
             graphs_before, cache_before = dynamo.graph_count(), dynamo.cache_counts()
             if use_compile:  # regional: one graph per distinct layer shape, shared by equal layers
                 cfg = torch._dynamo.config
                 limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-                setattr(cfg, limit, max(getattr(cfg, limit), regions + 8))
-                # dynamic: the first layer's graph is static, the first layer of another width
-                # recompiles it with its widths symbolic (automatic dynamic shapes), and the rest reuse that
+                setattr(cfg, limit, max(getattr(cfg, limit), 2 * regions + 8))
                 self._decode_layer = torch.compile(self._layer_decode, mode=self.compile_mode, fullgraph=True,
                                                    dynamic=None if dynamic or self.symbolic_cell else False)
             self.graphs = None
             inductor = self.inductor
             if inductor is None:
                 inductor = dict(self.DEFAULT_INDUCTOR) if on_cuda else {}
+            pre = {}
             with dynamo.inductor_config(use_compile, inductor), dynamo.dynamo_config(dynamic, self.symbolic_cell):
                 if use_graphs:
                     self._capture()
                 else:
                     self._prefill_step()       # warm-up (and, with compile, compilation)
                     self._decode()
+                own_graphs = dynamo.graph_count() - graphs_before
+                if precompile:
+                    t1 = time.perf_counter()
+                    pre = {"precompiled_graphs": self._precompile(batch),
+                           "precompile_s": round(time.perf_counter() - t1, 3)}
         sync(dev)
         return {"compile_s": time.perf_counter() - t0, "compiled": bool(use_compile),
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
                 "attention": "eager" if self.eager_attn else "sdpa",
                 "inductor": inductor if use_compile else {}, "compiled_regions": regions if use_compile else 0,
                 "dynamic_widths": dynamic, "symbolic_shapes": self.symbolic_cell,
-                "compiled_graphs": dynamo.graph_count() - graphs_before,
+                "compiled_graphs": own_graphs, **pre,
                 **{k: v - cache_before[k] for k, v in dynamo.cache_counts().items()}, **gemv_info}
+
+    def _precompile(self, batch: int) -> int:
+        """Compile the decode graphs of the other batch class than ``batch``'s (batch 1, or
+        :attr:`PRECOMPILE_BATCH` for every batch above 1): one decode step of each distinct layer
+        on zero inputs shaped and marked as that class's cells shape and mark theirs, so that the
+        graphs, and inductor's cache entries, are the ones those cells look up.  Returns how
+        many graphs were compiled (0 where this process compiled them before)."""
+        other = self.PRECOMPILE_BATCH if batch == 1 else 1
+        before = dynamo.graph_count()
+        kw = dict(device=self.device, dtype=self.dtype)
+        x = torch.zeros(other, 1, self.embed.weight.shape[1], **kw)
+        cos, sin = self.rotary(x, self.pos.view(1, 1))
+        mask = (self.arange_L <= self.pos).view(1, 1, 1, -1)
+        add_mask = None
+        if self.eager_attn:
+            add_mask = torch.zeros(mask.shape, **kw).masked_fill(~mask, self.neg_min)
+        for t, d in ((x, 0), (mask, 3), (add_mask, 3)):
+            if t is not None and (d or other > 1):
+                torch._dynamo.maybe_mark_dynamic(t, d)
+        seen = set()
+        for l, k in zip(self.layers, self.k):
+            sig = l.signature()
+            if sig not in seen:
+                seen.add(sig)
+                kc, vc = (torch.zeros(other, *k.shape[1:], **kw) for _ in range(2))
+                for c in (kc, vc):
+                    dynamo.mark(c, self.cache_dims + ((0,) if other > 1 else ()))
+                self._decode_layer(x, cos, sin, kc, vc, mask, add_mask, l.tensors, l.spec)
+        sync(self.device)
+        return dynamo.graph_count() - before
 
     def _decode_weights(self) -> list[torch.Tensor]:
         """Every weight matrix a decode step multiplies by, as ``_layers`` uses it."""
@@ -271,38 +322,6 @@ class CompiledBackend:
         self.k = self.v = None
 
     # ----------------------------------------------------------------- the model
-    def _attend_prefill(self, heads, hd, n_rep, scaling, q, k, v):
-        """Causal attention over the prompt (as HF: eager math or SDPA with is_causal)."""
-        B, _, T, _ = q.shape
-        if self.eager_attn:
-            k = k.repeat_interleave(n_rep, dim=1) if n_rep > 1 else k
-            v = v.repeat_interleave(n_rep, dim=1) if n_rep > 1 else v
-            w = torch.matmul(q, k.transpose(2, 3)) * scaling
-            causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-            w = w + torch.zeros(T, T, dtype=w.dtype, device=q.device).masked_fill(~causal, self.neg_min)
-            w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
-            o = torch.matmul(w, v)
-        else:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling,
-                                               enable_gqa=n_rep > 1)
-        return o.transpose(1, 2).reshape(B, T, heads * hd)
-
-    def _attend_decode(self, heads, kv_heads, hd, n_rep, scaling, q, kc, vc, mask, add_mask):
-        """One query token against the whole static cache, later positions masked.
-
-        GQA without copying the cache: the ``n_rep`` query heads of a KV head are laid out as
-        ``n_rep`` query rows of that KV head (the same dot products as ``repeat_kv``).
-        """
-        B = q.shape[0]
-        q = q.reshape(B, kv_heads, n_rep, hd)
-        if self.eager_attn:
-            w = torch.matmul(q, kc.transpose(2, 3)) * scaling + add_mask
-            w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
-            o = torch.matmul(w, vc)
-        else:
-            o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=scaling)
-        return o.reshape(B, 1, heads * hd)
-
     def _linear(self, h, w, b):
         """``F.linear``, or at one row (batch-1 decode) what ``gemv`` says."""
         if h.shape[0] * h.shape[1] == 1:
@@ -311,7 +330,8 @@ class CompiledBackend:
                 return y if b is None else y + b
             if self.gemv_at_run_time:  # symbolic widths: no shape to look up while tracing
                 return gemv_mod.gemv_planned(h, w, b)
-            cfg = self.gemv_plan.get((w.shape[0], w.shape[1]))
+            # (a lookup by shape would make symbolic widths static: only where there is a plan)
+            cfg = self.gemv_plan.get((w.shape[0], w.shape[1])) if self.gemv_plan else None
             if cfg is not None:
                 return gemv_mod.gemv(h, w, b, cfg)
         return F.linear(h, w, b)
@@ -339,11 +359,11 @@ class CompiledBackend:
         if decode:
             kc.index_copy_(2, self.pos, k)
             vc.index_copy_(2, self.pos, v)
-            o = self._attend_decode(heads, kv_heads, hd, n_rep, scaling, q, kc, vc, mask, add_mask)
+            o = attend_decode(self.eager_attn, heads, kv_heads, hd, n_rep, scaling, q, kc, vc, mask, add_mask)
         else:
             kc[:, :, :T].copy_(k)
             vc[:, :, :T].copy_(v)
-            o = self._attend_prefill(heads, hd, n_rep, scaling, q, k, v)
+            o = attend_prefill(self.eager_attn, self.neg_min, heads, hd, n_rep, scaling, q, k, v)
         x = x + self._linear(o, o_w, o_b)
         h = rms_norm(x, ln2_w, eps2)
         if gu_fused:

@@ -7,7 +7,9 @@
     (``symbolic``, widths static), no other dimension becomes symbolic on a recompile, so
     layers of another width get a static graph of their own;
 ``graph_count()``, ``cache_counts()``  graphs compiled in this process, inductor's on-disk
-    cache hits and misses so far.
+    cache hits and misses so far;
+``mark(t, dims)``, ``symbolic_widths(layers)``  dimensions symbolic for the next trace: the
+    batch and cache length, and under dynamic widths the widths that differ between layers.
 """
 from __future__ import annotations
 
@@ -48,3 +50,43 @@ def cache_counts() -> dict:
 
     c = counters["inductor"]
     return {"compile_cache_hits": int(c["fxgraph_cache_hit"]), "compile_cache_misses": int(c["fxgraph_cache_miss"])}
+
+
+def mark(t: torch.Tensor, dims) -> None:
+    """Mark ``dims`` of ``t`` symbolic for the next trace (``torch._dynamo.maybe_mark_dynamic``)."""
+    for d in dims:
+        torch._dynamo.maybe_mark_dynamic(t, d)
+
+
+def symbolic_widths(layers) -> bool:
+    """Under dynamic widths: each layer's ``tensors`` become detached views of the same storage
+    (the model's own parameters stay unmarked) with the dimensions that differ between layers
+    marked symbolic, so that the first trace is already the graph every layer shares, not a
+    static one that the next layer's widths recompile.  Returns whether the KV head count
+    differs between layers (the caches' dimension 1 is then marked by the caller)."""
+    def leaves(t, path=()):
+        if isinstance(t, tuple):
+            for i, x in enumerate(t):
+                yield from leaves(x, (*path, i))
+        elif t is not None:
+            yield path, t
+
+    shapes: dict[tuple, set] = {}
+    for layer in layers:
+        for path, t in leaves(layer.tensors):
+            shapes.setdefault(path, set()).add(tuple(t.shape))
+    vary = {path: [d for d in range(len(next(iter(s)))) if len({sh[d] for sh in s}) > 1]
+            for path, s in shapes.items() if len({len(sh) for sh in s}) == 1}
+
+    def rebuild(t, path=()):
+        if isinstance(t, tuple):
+            return tuple(rebuild(x, (*path, i)) for i, x in enumerate(t))
+        if t is None:
+            return None
+        v = t.detach()
+        mark(v, vary.get(path, ()))
+        return v
+
+    for layer in layers:
+        layer.tensors = rebuild(layer.tensors)
+    return len({layer.kv_heads for layer in layers}) > 1

@@ -2,11 +2,13 @@
 
 ``Layer`` reads one decoder layer (its widths, norms, activation, projections; Q/K/V and
 gate/up fused by :func:`fuse_linears`), ``rms_norm`` is the RMSNorm the supported families
-use, ``eos_ids`` the tokens ``generate(min_new_tokens=n)`` forbids.
+use, ``attend_prefill``/``attend_decode`` the attention of a prompt and of one decode step
+(eager math or SDPA), ``eos_ids`` the tokens ``generate(min_new_tokens=n)`` forbids.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def eos_ids(model) -> list[int]:
@@ -85,6 +87,39 @@ class Layer:
                 return tuple(shapes(x) for x in t)
             return None if t is None else tuple(t.shape)
         return shapes(self.tensors), self.spec
+
+
+def attend_prefill(eager: bool, neg_min: float, heads, hd, n_rep, scaling, q, k, v):
+    """Causal attention over the prompt (as HF: eager math or SDPA with is_causal)."""
+    B, _, T, _ = q.shape
+    if eager:
+        k = k.repeat_interleave(n_rep, dim=1) if n_rep > 1 else k
+        v = v.repeat_interleave(n_rep, dim=1) if n_rep > 1 else v
+        w = torch.matmul(q, k.transpose(2, 3)) * scaling
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        w = w + torch.zeros(T, T, dtype=w.dtype, device=q.device).masked_fill(~causal, neg_min)
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        o = torch.matmul(w, v)
+    else:
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=n_rep > 1)
+    return o.transpose(1, 2).reshape(B, T, heads * hd)
+
+
+def attend_decode(eager: bool, heads, kv_heads, hd, n_rep, scaling, q, kc, vc, mask, add_mask):
+    """One query token against the whole static cache, later positions masked.
+
+    GQA without copying the cache: the ``n_rep`` query heads of a KV head are laid out as
+    ``n_rep`` query rows of that KV head (the same dot products as ``repeat_kv``).
+    """
+    B = q.shape[0]
+    q = q.reshape(B, kv_heads, n_rep, hd)
+    if eager:
+        w = torch.matmul(q, kc.transpose(2, 3)) * scaling + add_mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        o = torch.matmul(w, vc)
+    else:
+        o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=scaling)
+    return o.reshape(B, 1, heads * hd)
 
 
 def fuse_linears(linears: list[torch.nn.Linear]):
