@@ -7,7 +7,9 @@ scored independently (no context carried over), the loss of all predicted tokens
 units: the mean NLL's 95 % interval is Student's t over the windows' mean NLLs (every window
 predicts the same number of tokens, so their mean is the mean over tokens), and the
 perplexity's interval is its exponential.  The record holds one entry per corpus under
-``corpora``; ``ppl`` is the first corpus's.
+``corpora`` (``first_block_run``: the block its scoring started at, 0 unless it started from
+the base model's recorded block inputs, :mod:`prunebench.prefix_states`); ``ppl`` is the
+first corpus's.
 """
 from __future__ import annotations
 
@@ -22,13 +24,46 @@ from .likelihood import mean_nll, model_nll
 
 @torch.no_grad()
 def window_nlls(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = False,
-                desc: str = "perplexity") -> torch.Tensor:
-    """Mean next-token NLL of each window of ``ids`` ([n, L]) under ``model`` ([n], float64)."""
+                desc: str = "perplexity", start: int = 0, start_input: torch.Tensor | None = None,
+                record: list | None = None) -> torch.Tensor:
+    """Mean next-token NLL of each window of ``ids`` ([n, L]) under ``model`` ([n], float64).
+
+    ``start``/``start_input``: the windows' input of block ``start`` (``[n, L, hidden]``),
+    given: the blocks before it are not run, block ``start`` gets these values instead
+    (:mod:`prunebench.prefix_states`).  ``record``: a list that receives the input of every
+    block on every window (``record[k]``: ``[n, L, hidden]``)."""
+    from .methods.blocks import Skip
+
     device = next(model.parameters()).device
+    layers = list(model.model.layers)
+    seen: list[list[torch.Tensor]] = [[] for _ in layers]
+    given: list[torch.Tensor] = []
+
+    def replace(_mod, args, kwargs):
+        if args:
+            return (given[0], *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": given[0]}
+
+    hooks = []
+    if start_input is not None:
+        hooks.append(layers[start].register_forward_pre_hook(replace, with_kwargs=True))
+    if record is not None:
+        hooks += [layer.register_forward_pre_hook(
+            lambda _m, args, kwargs, k=k: seen[k].append(args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True) for k, layer in enumerate(layers)]
     out = []
-    for start in tqdm(range(0, ids.shape[0], batch_size), desc=desc, disable=not progress, mininterval=2):
-        x = ids[start : start + batch_size].to(device)
-        out.append(model_nll(model, x).double().mean(dim=1).cpu())
+    try:
+        with Skip(model, range(start)):
+            for s in tqdm(range(0, ids.shape[0], batch_size), desc=desc, disable=not progress, mininterval=2):
+                x = ids[s : s + batch_size].to(device)
+                if start_input is not None:
+                    given[:] = [start_input[s : s + batch_size].to(device)]
+                out.append(model_nll(model, x).double().mean(dim=1).cpu())
+    finally:
+        for h in hooks:
+            h.remove()
+    if record is not None:
+        record[:] = [torch.cat(k).cpu() for k in seen]
     return torch.cat(out)
 
 
@@ -96,9 +131,14 @@ def perplexity(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = F
 
 
 def run(model_dir: str, data_paths: dict, out_path: str, *, model_name: str, method: str,
-        batch_size: int, device: str, dtype: str) -> dict:
-    """``data_paths``: ``{corpus name: evaluation windows}``, scored in this order."""
+        batch_size: int, device: str, dtype: str, states_dir: str = "") -> dict:
+    """``data_paths``: ``{corpus name: evaluation windows}``, scored in this order.
+
+    ``states_dir``: where the base model's job records the input of every block on every
+    window and a block-pruned model's job starts from them (:mod:`prunebench.prefix_states`;
+    the same numbers, fewer blocks run); empty: every model scored from its tokens."""
     from . import data as data_mod
+    from . import prefix_states
     from .io import write_json
     from .devices import resolve_device
     from .models import load_model, read_manifest, weights_kind
@@ -111,16 +151,23 @@ def run(model_dir: str, data_paths: dict, out_path: str, *, model_name: str, met
                       reason="random weights: perplexity is meaningless, efficiency numbers only")
         write_json(out_path, record)
         return record
+    is_base = man["weights"] == "base"  # the base model's weights: its block inputs are recorded
     windows = {name: data_mod.load_tokens(path) for name, path in data_paths.items()}
     dev = resolve_device(device)
     model = load_model(model_dir, dtype=dtype, device=dev)
     corpora = {}
     for name, (ids, meta) in windows.items():
         t0 = time.perf_counter()
-        nlls = window_nlls(model, ids, batch_size=batch_size, progress=True, desc=f"perplexity {name}")
+        store = prefix_states.open_for(states_dir, model, ids, batch_size)
+        start, start_input = (0, None) if is_base else store.start(model, ids, batch_size)
+        seen = [] if is_base and store.path is not None else None
+        nlls = window_nlls(model, ids, batch_size=batch_size, progress=True, desc=f"perplexity {name}",
+                           start=start, start_input=start_input, record=seen)
+        if seen:
+            store.record(model, ids, batch_size, seen)
         corpora[name] = {**nll_summary(nlls), "seq_len": int(ids.shape[1]), "corpus": meta.get("corpus"),
                          "held_out_from_calibration": bool(meta.get("held_out_from_calibration")),
-                         "seconds": round(time.perf_counter() - t0, 3)}
+                         "first_block_run": start, "seconds": round(time.perf_counter() - t0, 3)}
     first = next(iter(corpora.values()))
     record.update(ppl=first["ppl"], status="ok", corpora=corpora, n_windows=first["n_windows"],
                   seq_len=first["seq_len"], corpus=first["corpus"], device=str(dev), dtype=dtype,
