@@ -1,7 +1,8 @@
 """Perplexity stage: mean next-token NLL over non-overlapping windows, exponentiated.
 
 Input: the token windows of every evaluation corpus (``[n_windows, seq_len]`` each, written
-by the data stage), scored by one job per model (the model is loaded once).  Every window is
+by the data stage), scored by one job per methods entry (every budget of the method, one
+model after the other, in one process; each model loaded once).  Every window is
 scored independently (no context carried over), the loss of all predicted tokens
 (``seq_len - 1`` per window) is averaged, ``ppl = exp``.  The windows are the sampling
 units: the mean NLL's 95 % interval is Student's t over the windows' mean NLLs (every window
@@ -130,14 +131,28 @@ def perplexity(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = F
     return math.exp(nll) if nll < 700 else float("inf")
 
 
-def run(model_dir: str, data_paths: dict, out_path: str, *, model_name: str, method: str,
-        batch_size: int, device: str, dtype: str, states_dir: str = "") -> dict:
-    """``data_paths``: ``{corpus name: evaluation windows}``, scored in this order.
+def run(models: dict, data_paths: dict, *, model_name: str, batch_size: int, device: str, dtype: str,
+        states_dir: str = "") -> dict:
+    """Score every model of ``models`` (``{folder name: {"model_dir": ..., "out_path": ...}}``,
+    one record each, in this order: the budgets of one method in one process) on
+    ``data_paths`` (``{corpus name: evaluation windows}``, scored in this order).
 
     ``states_dir``: where the base model's job records the input of every block on every
     window and a block-pruned model's job starts from them (:mod:`prunebench.prefix_states`;
-    the same numbers, fewer blocks run); empty: every model scored from its tokens."""
+    the same numbers, fewer blocks run); empty: every model scored from its tokens.
+    Returns ``{folder name: perplexity on the first corpus}``."""
     from . import data as data_mod
+
+    windows = {name: data_mod.load_tokens(path) for name, path in data_paths.items()}
+    return {name: score(m["model_dir"], windows, m["out_path"], model_name=model_name, method=name,
+                        batch_size=batch_size, device=device, dtype=dtype, states_dir=states_dir)["ppl"]
+            for name, m in models.items()}
+
+
+def score(model_dir: str, windows: dict, out_path: str, *, model_name: str, method: str, batch_size: int,
+          device: str, dtype: str, states_dir: str = "") -> dict:
+    """One model's record (module docstring), written to ``out_path``; ``windows``:
+    ``{corpus name: (token ids, metadata)}``."""
     from . import prefix_states
     from .io import write_json
     from .devices import resolve_device
@@ -152,7 +167,6 @@ def run(model_dir: str, data_paths: dict, out_path: str, *, model_name: str, met
         write_json(out_path, record)
         return record
     is_base = man["weights"] == "base"  # the base model's weights: its block inputs are recorded
-    windows = {name: data_mod.load_tokens(path) for name, path in data_paths.items()}
     dev = resolve_device(device)
     model = load_model(model_dir, dtype=dtype, device=dev)
     corpora = {}
@@ -161,7 +175,7 @@ def run(model_dir: str, data_paths: dict, out_path: str, *, model_name: str, met
         store = prefix_states.open_for(states_dir, model, ids, batch_size)
         start, start_input = (0, None) if is_base else store.start(model, ids, batch_size)
         seen = [] if is_base and store.path is not None else None
-        nlls = window_nlls(model, ids, batch_size=batch_size, progress=True, desc=f"perplexity {name}",
+        nlls = window_nlls(model, ids, batch_size=batch_size, progress=True, desc=f"perplexity {method} {name}",
                            start=start, start_input=start_input, record=seen)
         if seen:
             store.record(model, ids, batch_size, seen)

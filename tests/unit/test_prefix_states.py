@@ -43,8 +43,8 @@ def _ppl(tmp_path, folder, data, states, batch_size=3):
     from prunebench.perplexity import run
 
     out = tmp_path / f"{folder}-{batch_size}-{bool(states)}.json"
-    run(str(tmp_path / folder), data, str(out), model_name="t", method=folder, batch_size=batch_size,
-        device="cpu", dtype="float32", states_dir=states)
+    run({folder: {"model_dir": str(tmp_path / folder), "out_path": str(out)}}, data, model_name="t",
+        batch_size=batch_size, device="cpu", dtype="float32", states_dir=states)
     return json.loads(out.read_text())
 
 
