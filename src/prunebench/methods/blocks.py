@@ -99,7 +99,8 @@ class Skip:
 # --------------------------------------------------------------------------- PPL without blocks
 
 @torch.no_grad()
-def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int], batch_size: int) -> dict[int, float]:
+def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int], batch_size: int,
+                inputs: "BlockInputs | None" = None) -> dict[int, float]:
     """Mean next-token NLL of ``calibration`` under ``model`` without the blocks ``removed``
     and ``b``, for every ``b`` in ``candidates`` (the quantity of the PPL criterion and of
     SLEB's steps).
@@ -108,7 +109,10 @@ def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int]
     ``removed`` records the input of every block, and each candidate's pass starts there,
     running only the blocks after ``b`` (with the same positions and causal mask, as
     ``inputs_embeds``).  That is half the blocks of a full pass on average, the same
-    numbers as :class:`Skip` and a full pass each (a test checks it).
+    numbers as :class:`Skip` and a full pass each (a test checks it).  ``inputs``
+    (:class:`BlockInputs`) keeps the recorded inputs between calls on the same model: a
+    call without the same blocks reads them, one with one more block removed runs only the
+    blocks after it.
 
     With ``PRUNEBENCH_SCORE_CACHE`` set (the prune rule sets it), values already computed
     for the same model, calibration tokens and batch size -- by another budget of the same
@@ -126,11 +130,11 @@ def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int]
         totals, count = {b: 0.0 for b in todo}, 0
         for start in range(0, calibration.shape[0], batch_size):
             x = calibration[start:start + batch_size].to(device)
-            inputs = _block_inputs(model, x, kept)
+            given = (inputs or BlockInputs()).get(model, x, start, kept)
             for b in todo:
                 k = kept.index(b)
                 with Skip(model, [j for j in range(len(layers)) if j not in kept[k + 1:]]):
-                    totals[b] += model_nll(model, x, inputs_embeds=inputs[k]).sum().item()
+                    totals[b] += model_nll(model, x, inputs_embeds=given[k]).sum().item()
             count += x[:, 1:].numel()
         for b in todo:
             done[b] = totals[b] / max(count, 1)
@@ -150,11 +154,19 @@ def stored_nll(model, calibration: torch.Tensor, removed, candidates: list[int],
     return None if any(v is None for v in got.values()) else got
 
 
-def _block_inputs(model, x: torch.Tensor, kept: list[int]) -> list[torch.Tensor]:
-    """The input of each block of ``kept`` when the model without the other blocks runs on ``x``."""
+def _block_inputs(model, x: torch.Tensor, kept: list[int], first: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The input of each block of ``kept`` when the model without the other blocks runs on
+    ``x``; ``first`` given: the input of ``kept[0]`` (the blocks before it are not run)."""
     seen: list[torch.Tensor] = []
-    hooks = [model.model.layers[j].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-             for j in kept]
+
+    def record(_m, args, kwargs):
+        if first is not None and not seen:
+            seen.append(first)
+            return ((first, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": first})
+        seen.append(args[0] if args else kwargs["hidden_states"])
+        return None
+
+    hooks = [model.model.layers[j].register_forward_pre_hook(record, with_kwargs=True) for j in kept]
     try:
         with Skip(model, [j for j in range(len(model.model.layers)) if j not in kept]):
             model.model(input_ids=x, use_cache=False)
@@ -162,6 +174,30 @@ def _block_inputs(model, x: torch.Tensor, kept: list[int]) -> list[torch.Tensor]
         for h in hooks:
             h.remove()
     return seen
+
+
+class BlockInputs:
+    """The input of every kept block on each calibration batch of one model, kept between
+    :func:`nll_without` calls (SLEB's steps, the rescoring rounds of a screen).  The same
+    kept blocks: the inputs are read back; one block fewer (the next step of SLEB): the
+    inputs before it are the same, and the blocks after it run from its recorded input (the
+    value the block after it now receives).  The same tensors as a full pass each time."""
+
+    def __init__(self):
+        self.kept: dict[int, tuple[list[int], list[torch.Tensor]]] = {}
+
+    def get(self, model, x: torch.Tensor, start: int, kept: list[int]) -> list[torch.Tensor]:
+        old = self.kept.get(start)
+        if old is not None and old[0] == kept:
+            return old[1]
+        gone = set(old[0]) - set(kept) if old is not None else None
+        if old is not None and len(gone) == 1 and len(old[0]) == len(kept) + 1:
+            i = old[0].index(gone.pop())
+            got = old[1][:i] + (_block_inputs(model, x, kept[i:], first=old[1][i]) if i < len(kept) else [])
+        else:
+            got = _block_inputs(model, x, kept)
+        self.kept[start] = (list(kept), got)
+        return got
 
 
 # --------------------------------------------------------------------------- screening
@@ -174,7 +210,7 @@ def screen_copy(model, dtype: str | None):
 
 
 def rescore(model, calibration: torch.Tensor, removed, coarse: dict[int, float], margin: float, batch_size: int,
-            pick) -> tuple[dict[int, float], float]:
+            pick, inputs: BlockInputs | None = None) -> tuple[dict[int, float], float]:
     """Score again, in ``model``'s precision, the candidates ``pick(coarse, margin)`` selects
     from their screened NLLs ``coarse``; while the screen's error on those rescored exceeds
     a quarter of the margin, the margin grows to four times that error and the newly
@@ -184,11 +220,12 @@ def rescore(model, calibration: torch.Tensor, removed, coarse: dict[int, float],
     one the pruning precision makes wherever the screen errs by at most half the margin,
     and the margin ends at least four times the largest error seen."""
     fine: dict[int, float] = {}
+    inputs = BlockInputs() if inputs is None else inputs  # every round without the same blocks
     while True:
         todo = [b for b in pick(coarse, margin) if b not in fine]
         if not todo:
             return fine, margin
-        fine.update(nll_without(model, calibration, removed, todo, batch_size))
+        fine.update(nll_without(model, calibration, removed, todo, batch_size, inputs))
         margin = max(margin, 4 * max(abs(coarse[b] - fine[b]) for b in fine))
 
 
@@ -234,23 +271,45 @@ def scan_hidden_states(model, calibration: torch.Tensor, batch_size: int, *score
 
     ``output_hidden_states`` gives the embeddings and each block's output, but its last
     entry has the final norm applied: the last block's raw output is taken from a hook.
+
+    With ``PRUNEBENCH_SCORE_CACHE`` set (the prune rule sets it), the boundaries are kept
+    there (``hidden``, :func:`prunebench.score_cache.open_tensors`: one float tensor per batch
+    and boundary) and read back by the next job on the same model, calibration tokens and
+    batch size (ShortGPT and angular distance at every budget): the same tensors, one pass.
     """
+    from .. import score_cache
+
     device = next(model.parameters()).device
+    store = score_cache.open_tensors(model, calibration, batch_size, "hidden")
+    starts = range(0, calibration.shape[0], batch_size)
+    n = len(model.model.layers) + 1
+    kept = store.load()
+    if kept is not None and all(f"{s}.{i}" in kept for s in starts for i in range(n)):
+        for s in starts:
+            hidden = [kept[f"{s}.{i}"].to(device) for i in range(n)]
+            for sc in scorers:
+                sc.update(hidden)
+        return
     last: list[torch.Tensor] = []
+    seen: dict[str, torch.Tensor] = {}
 
     def grab(_mod, _args, out):
         last.append(out[0] if isinstance(out, tuple) else out)
 
     handle = model.model.layers[-1].register_forward_hook(grab)
     try:
-        for start in range(0, calibration.shape[0], batch_size):
+        for start in starts:
             x = calibration[start:start + batch_size].to(device)
             out = model.model(input_ids=x, use_cache=False, output_hidden_states=True)
             hidden = list(out.hidden_states[:-1]) + [last.pop()]
-            for s in scorers:
-                s.update(hidden)
+            if store.path is not None:
+                seen.update({f"{start}.{i}": h.detach().cpu() for i, h in enumerate(hidden)})
+            for sc in scorers:
+                sc.update(hidden)
     finally:
         handle.remove()
+    if seen:
+        store.save(seen)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ import torch
 from ..models import count_params
 from ..likelihood import mean_nll
 from .base import Budget, PrunedModel, register
-from .blocks import (REPORT_FIELDS, Skip, block_params, keep_reach, near_lowest, nll_without, removable,
+from .blocks import (REPORT_FIELDS, BlockInputs, Skip, block_params, keep_reach, near_lowest, nll_without, removable,
                      removal_report, rescore, screen_copy, stored_nll)
 
 SETTINGS = {
@@ -78,6 +78,9 @@ def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, ke
     "verified": {block: ppl} (screened only)}, ...]``."""
     total, per_block = count_params(model), block_params(model)
     coarse_model = screen_copy(model, screen)
+    # each model's block inputs kept from step to step: a step runs only the blocks after the
+    # one the step before removed to get them (the same tensors as a full pass)
+    fine_in, coarse_in = BlockInputs(), BlockInputs()
     removed: list[int] = []
     steps: list[dict] = []
     current = total
@@ -91,10 +94,10 @@ def eliminate(model, calibration: torch.Tensor, target: int, keep_first: int, ke
             nll = known
             step["candidates"] = {b: _ppl(v) for b, v in known.items()}
         elif coarse_model is None:
-            nll = nll_without(model, calibration, removed, candidates, batch_size)
+            nll = nll_without(model, calibration, removed, candidates, batch_size, fine_in)
         else:
-            coarse = nll_without(coarse_model, calibration, removed, candidates, batch_size)
-            nll, _ = rescore(model, calibration, removed, coarse, margin, batch_size, near_lowest)
+            coarse = nll_without(coarse_model, calibration, removed, candidates, batch_size, coarse_in)
+            nll, _ = rescore(model, calibration, removed, coarse, margin, batch_size, near_lowest, fine_in)
             step["candidates"] = {b: _ppl(coarse[b]) for b in candidates}
         ppl = {b: _ppl(v) for b, v in nll.items()}
         best = min(ppl, key=lambda b: (ppl[b], b))
