@@ -55,7 +55,7 @@ def _digest(h: "hashlib._Hash", module: torch.nn.Module) -> None:
     for name, p in module.state_dict().items():
         t = p.detach().cpu().contiguous()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # the buffer, no copy
 
 
 def chain(model, ids: torch.Tensor, batch_size: int, upto: int | None = None):
