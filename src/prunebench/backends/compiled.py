@@ -36,6 +36,7 @@ such a model would refuse shared tensors.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from typing import Callable, ClassVar
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from .. import gemv as gemv_mod
 from ..devices import sync
 from . import dynamo
-from .layers import Layer, attend_decode, attend_prefill, eos_ids, rms_norm
+from .layers import Layer, attend_decode, attend_prefill, decode_weights, eos_ids, rms_norm
 
 
 @contextlib.contextmanager
@@ -97,7 +98,9 @@ class CompiledBackend:
                      the decode graphs of the other batch class, batch 1 (with the GEMV plan)
                      when the cell's batch is above 1 and batch :attr:`PRECOMPILE_BATCH` (a
                      symbolic batch) when it is 1, so that they land in inductor's cache for the
-                     model's later cells (counted apart: ``precompiled_graphs``);
+                     model's later cells (counted apart: ``precompiled_graphs``); a record in
+                     inductor's cache directory says it was done, and a later cell of the same
+                     layer shapes skips it (``precompiled_before``);
     ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv.plan`):
                      shapes found there are not timed again; ``None`` = time every shape.
     """
@@ -201,9 +204,21 @@ class CompiledBackend:
             self.symbolic_batch = self.symbolic_cell and batch > 1
             precompile = self.precompile
             precompile = bool(use_compile and (self.symbolic_cell and on_cuda if precompile is None else precompile))
+            inductor = self.inductor
+            if inductor is None:
+                inductor = dict(self.DEFAULT_INDUCTOR) if on_cuda else {}
+            # a batch class's graphs in this machine's cache: a record beside them (own class too)
+            records = {cls: dynamo.precompile_record(self.layers, dev, dtype, cls, [
+                dynamic, self.compile_mode, inductor, self.fuse, self.gemv, self.eager_attn])
+                for cls in (1, self.PRECOMPILE_BATCH)} if precompile else {}
+            own_class = 1 if batch == 1 else self.PRECOMPILE_BATCH if self.symbolic_batch else None
+            pre_record = records.get(1 if batch > 1 else self.PRECOMPILE_BATCH)
+            pre = {}
+            if pre_record is not None and os.path.exists(pre_record):  # done before: skipped
+                precompile, pre = False, {"precompiled_graphs": 0, "precompile_s": 0.0, "precompiled_before": True}
             self.gemv_plan, gemv_info = {}, {}
             if self.gemv == "triton" and (batch == 1 or precompile):
-                self.gemv_plan, report = gemv_mod.plan(self._decode_weights(), dtype, cache_path=self.gemv_cache)
+                self.gemv_plan, report = gemv_mod.plan(decode_weights(self.layers, self.lm_head), dtype, cache_path=self.gemv_cache)
                 gemv_mod.adopt(dev, dtype, self.gemv_plan)
                 gemv_info = {"gemv_shapes": len(self.gemv_plan),
                              "gemv_triton_shapes": sum(c is not None for c in self.gemv_plan.values()),
@@ -233,29 +248,26 @@ class CompiledBackend:
                 setattr(cfg, limit, max(getattr(cfg, limit), 2 * regions + 8))
                 self._decode_layer = torch.compile(self._layer_decode, mode=self.compile_mode, fullgraph=True,
                                                    dynamic=None if dynamic or self.symbolic_cell else False)
-            self.graphs = None
-            inductor = self.inductor
-            if inductor is None:
-                inductor = dict(self.DEFAULT_INDUCTOR) if on_cuda else {}
-            pre = {}
+            self.graphs, self.phases = None, {}
             with dynamo.inductor_config(use_compile, inductor), dynamo.dynamo_config(dynamic, self.symbolic_cell):
                 if use_graphs:
                     self._capture()
                 else:
-                    self._prefill_step()       # warm-up (and, with compile, compilation)
-                    self._decode()
+                    self._warm_up(1)           # with compile: compilation
                 own_graphs = dynamo.graph_count() - graphs_before
+                dynamo.note_precompiled(records.get(own_class))
                 if precompile:
                     t1 = time.perf_counter()
                     pre = {"precompiled_graphs": self._precompile(batch),
                            "precompile_s": round(time.perf_counter() - t1, 3)}
+                    dynamo.note_precompiled(pre_record)
         sync(dev)
         return {"compile_s": time.perf_counter() - t0, "compiled": bool(use_compile),
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
                 "attention": "eager" if self.eager_attn else "sdpa",
                 "inductor": inductor if use_compile else {}, "compiled_regions": regions if use_compile else 0,
                 "dynamic_widths": dynamic, "symbolic_shapes": self.symbolic_cell,
-                "compiled_graphs": own_graphs, **pre,
+                "compiled_graphs": own_graphs, **pre, **self.phases,
                 **{k: v - cache_before[k] for k, v in dynamo.cache_counts().items()}, **gemv_info}
 
     def _precompile(self, batch: int) -> int:
@@ -288,27 +300,15 @@ class CompiledBackend:
         sync(self.device)
         return dynamo.graph_count() - before
 
-    def _decode_weights(self) -> list[torch.Tensor]:
-        """Every weight matrix a decode step multiplies by, as ``_layers`` uses it."""
-        ws = []
-        for l in self.layers:
-            a, m = l.attn, l.mlp
-            ws += [l.qkv[0]] if l.qkv is not None else [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]
-            ws.append(a.o_proj.weight)
-            ws += [l.gate_up[0]] if l.gate_up is not None else [m.gate_proj.weight, m.up_proj.weight]
-            ws.append(m.down_proj.weight)
-        return ws + [self.lm_head.weight]
-
     def _capture(self) -> None:
         s = torch.cuda.Stream(self.device)
         s.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(s):
-            for _ in range(3):  # compile, autotune, cuBLAS workspaces -- all before capture
-                self._prefill_step()
-                self._decode()
+            self._warm_up(3)  # compile, autotune, cuBLAS workspaces -- all before capture
         torch.cuda.current_stream(self.device).wait_stream(s)
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()  # warm-up activations go back so the graph pool can use them
+        t0 = time.perf_counter()
         g_pre, g_dec = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with torch.cuda.graph(g_pre):
             self._prefill_step()
@@ -316,6 +316,18 @@ class CompiledBackend:
         with torch.cuda.graph(g_dec, pool=g_pre.pool()):
             self._decode()
         self.graphs = (g_pre, g_dec)
+        self.phases["capture_s"] = round(time.perf_counter() - t0, 3)
+
+    def _warm_up(self, steps: int) -> None:
+        """``steps`` prefill + decode steps; ``phases`` gets the first's seconds (compilation,
+        inductor's run-time autotuning) and the others'."""
+        for i in range(steps):
+            t0 = time.perf_counter()
+            self._prefill_step()
+            self._decode()
+            sync(self.device)
+            key = "first_step_s" if i == 0 else "warm_steps_s"
+            self.phases[key] = round(self.phases.get(key, 0.0) + time.perf_counter() - t0, 3)
 
     def _release(self) -> None:
         self.graphs = None

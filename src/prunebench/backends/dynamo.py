@@ -90,3 +90,34 @@ def symbolic_widths(layers) -> bool:
     for layer in layers:
         layer.tensors = rebuild(layer.tensors)
     return len({layer.kv_heads for layer in layers}) > 1
+
+
+def precompile_record(layers, device: torch.device, dtype: torch.dtype, batch_class: int,
+                      options: list) -> str | None:
+    """The file that says this machine's inductor cache already holds the graphs a precompile
+    of ``batch_class`` for these layers' shapes, on this device and dtype with these compile
+    ``options``, compiles: inside inductor's cache directory, so it goes wherever those graphs go; None where
+    that directory is unknown.  A later cell that finds it skips the precompile; the record can
+    only save time, never change what runs (a graph missing after all compiles when its cell
+    needs it)."""
+    import hashlib
+    import json
+    import os
+
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:
+        return None
+    settings = {"torch": torch.__version__, "layers": sorted({repr(l.signature()) for l in layers}),
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+                "dtype": str(dtype), "batch_class": batch_class, "options": options}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:32]
+    return os.path.join(cache_dir(), "prunebench-precompiled", key)
+
+
+def note_precompiled(record: str | None) -> None:
+    """Leave ``record`` (:func:`precompile_record`) once its batch class's graphs are compiled."""
+    if record is not None:
+        from ..io import write_json
+
+        write_json(record, {"format": "prunebench-precompiled"})

@@ -3,7 +3,8 @@
 ``Layer`` reads one decoder layer (its widths, norms, activation, projections; Q/K/V and
 gate/up fused by :func:`fuse_linears`), ``rms_norm`` is the RMSNorm the supported families
 use, ``attend_prefill``/``attend_decode`` the attention of a prompt and of one decode step
-(eager math or SDPA), ``eos_ids`` the tokens ``generate(min_new_tokens=n)`` forbids.
+(eager math or SDPA), ``eos_ids`` the tokens ``generate(min_new_tokens=n)`` forbids,
+``decode_weights`` the matrices a decode step multiplies by (the GEMV's shapes).
 """
 from __future__ import annotations
 
@@ -152,3 +153,15 @@ def fuse_linears(linears: list[torch.nn.Linear]):
             start += n
     linears[0]._prunebench_fused = (w, b, sizes)
     return w, b, sizes
+
+
+def decode_weights(layers: list[Layer], lm_head) -> list[torch.Tensor]:
+    """Every weight matrix a decode step multiplies by, as the compiled backend uses it."""
+    ws = []
+    for l in layers:
+        a, m = l.attn, l.mlp
+        ws += [l.qkv[0]] if l.qkv is not None else [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]
+        ws.append(a.o_proj.weight)
+        ws += [l.gate_up[0]] if l.gate_up is not None else [m.gate_proj.weight, m.up_proj.weight]
+        ws.append(m.down_proj.weight)
+    return ws + [lm_head.weight]
