@@ -14,12 +14,16 @@ irregular widths width pruning leaves) poorly; this kernel is tuned per shape in
     streaming ``block_k`` columns of its rows per loop step (no split-K, no second kernel).
 ``plan(weights, x_dtype)``
     for every distinct ``(N, K)`` among ``weights``: the fastest of :data:`CONFIGS` and
-    cuBLAS (``F.linear``), each captured in a CUDA graph that runs that shape's own
+    cuBLAS (``F.linear``; a shape near one timed before in the same plan: that one's few
+    fastest configurations and cuBLAS), the candidates compiled in parallel first, each captured in a CUDA graph that runs that shape's own
     matrices back to back (GPU time, not launch overhead; read from HBM, not from L2, as a
     decode step reads them: :func:`_time_stream`); returns ``{(N, K): Config | None}``
     (None = cuBLAS is faster) and a report.  With ``cache_path``, choices are stored per
     (device name, dtype, shape, Triton version) in that JSON file and reused: a shape found
     there is not timed again.
+``choose(shapes, configs, time_shape)``, ``near``, ``compile_candidates``, ``summary``
+    the plan's parts: which candidates a shape times (all, or a shortlist borrowed from a
+    near shape timed fully), compiling them on several threads first, what a cell records.
 ``adopt(device, dtype, choice)`` and ``gemv_planned(x, w, b)``
     the same product with the kernel looked up by ``w``'s shape when the op runs, not when it
     is traced: one compiled graph with symbolic widths (layers of many widths) still runs each
@@ -57,6 +61,10 @@ CONFIGS: tuple[Config, ...] = tuple(
     for s in (1, 3)
 )
 CPU_CONFIG = Config(32, 64, 1, 1)
+#: a shape within this relative distance of a fully timed one (the same other dimension) times
+#: only that shape's :data:`SHORTLIST` fastest configurations and cuBLAS, not every candidate
+NEAR_REL = 0.05
+SHORTLIST = 6
 
 
 def interpreting() -> bool:
@@ -300,16 +308,85 @@ def store_cache(path, new: dict) -> None:
         write_json(path, {"format": "prunebench-gemv-choices", "choices": dict(sorted(choices.items()))})
 
 
+def near(shape: tuple[int, int], timed: dict[tuple[int, int], list], rel: float = NEAR_REL) -> tuple[int, int] | None:
+    """The nearest of ``timed``'s shapes with the same N or the same K as ``shape`` and the other
+    dimension within ``rel`` of it (relative to ``shape``'s), or None."""
+    n, k = shape
+    best, dist = None, rel
+    for (n2, k2) in timed:
+        d = abs(n2 - n) / n if k2 == k else abs(k2 - k) / k if n2 == n else None
+        if d is not None and d <= dist:
+            best, dist = (n2, k2), d
+    return best
+
+
+def choose(shapes: list[tuple[int, int]], configs: tuple[Config, ...], time_shape, shortlist: bool = True,
+           extra: list[str] = ()) -> list[dict]:
+    """The choice per shape, in order of (N, K): ``time_shape(shape, candidates)`` gives each
+    candidate's seconds (``None`` = cuBLAS, then ``extra``'s names, timed but never chosen).
+    A shape :func:`near` a fully timed one (with ``shortlist``) times cuBLAS and that shape's
+    :data:`SHORTLIST` fastest configurations; any other shape every candidate."""
+    ranked: dict[tuple[int, int], list[Config]] = {}  # fully timed shapes: their configs, fastest first
+    rows = []
+    for N, K in sorted(shapes):
+        other = near((N, K), ranked) if shortlist else None
+        cands: list[Config | None] = [None, *(ranked[other][:SHORTLIST] if other else configs)]
+        times = time_shape((N, K), cands)
+        scores = times[:len(cands)]
+        best = min(range(len(cands)), key=scores.__getitem__)
+        if other is None:
+            ranked[(N, K)] = [cands[i] for i in sorted(range(1, len(cands)), key=scores.__getitem__)]
+        rows.append({"n": N, "k": K, "candidates": len(cands), "near": other, "cublas_s": scores[0],
+                     "chosen_s": scores[best], "config": None if cands[best] is None else list(cands[best]),
+                     **{f"{name}_s": t for name, t in zip(extra, times[len(cands):])}})
+    return rows
+
+
+def compile_candidates(shapes: dict[tuple[int, int], list[torch.Tensor]], x_dtype: torch.dtype,
+                       configs: tuple[Config, ...], workers: int | None = None) -> float:
+    """Compile every candidate configuration for every specialisation Triton makes among
+    ``shapes`` (N and K divisible by 16 or not) at once, on ``workers`` threads (Triton's
+    ``AsyncCompileMode``; ``None`` = one per CPU), so that the timing finds them compiled.
+    Returns the seconds it took; 0 where Triton has no asynchronous compilation, ``workers``
+    is 1 or nothing is to compile (each kernel then compiles when it is first timed)."""
+    import triton
+
+    mode = getattr(triton, "AsyncCompileMode", None)
+    workers = workers or os.cpu_count() or 1
+    if mode is None or workers < 2 or not shapes or interpreting():
+        return 0.0
+    from concurrent.futures import ThreadPoolExecutor
+
+    kinds = {}
+    for (n, k), ws in shapes.items():
+        kinds.setdefault((n % 16 == 0, k % 16 == 0, n == 1, k == 1), ws[0])
+    t0 = time.perf_counter()
+    kern = _kernel()
+    with ThreadPoolExecutor(workers) as pool, mode(pool):
+        for w in kinds.values():
+            n, k = w.shape
+            x, y = torch.empty(k, dtype=x_dtype, device=w.device), torch.empty(n, dtype=x_dtype, device=w.device)
+            for c in configs:
+                kern.warmup(x, w, w, y, n, k, w.stride(0), HAS_BIAS=False, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
+                            num_warps=c.num_warps, num_stages=c.num_stages, grid=(1,))
+    return time.perf_counter() - t0
+
+
 def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Config, ...] = CONFIGS,
-         reps: int = 5, extra: dict | None = None,
-         cache_path: str | None = None) -> tuple[dict[tuple[int, int], Config | None], dict]:
+         reps: int = 5, extra: dict | None = None, cache_path: str | None = None,
+         shortlist: bool = True, compile_workers: int | None = None,
+         ) -> tuple[dict[tuple[int, int], Config | None], dict]:
     """Per distinct ``(N, K)`` of ``weights``: the fastest Triton config, or None where cuBLAS wins.
 
-    Every candidate is timed on that shape's own matrices (:func:`_time_stream`, median of
-    ``reps``).  The report gives, per shape, the number of matrices, cuBLAS's and the chosen
-    kernel's time per call (seconds), and the predicted decode-step time of all matrices
-    with cuBLAS only and with the choices.  ``extra``: more named candidates ``{name:
-    f(x, w)}``, timed and reported (``<name>_s``) but never chosen (the CLI's ``--inductor``).
+    Candidates are timed on that shape's own matrices (:func:`_time_stream`, median of
+    ``reps``), after :func:`compile_candidates` compiled them (``compile_workers``).  Every
+    candidate for a shape with no fully timed shape :func:`near` it; with ``shortlist``, a
+    shape near one times cuBLAS and that one's :data:`SHORTLIST` fastest configurations only
+    (FLAP's per-layer widths: one full timing per kind of matrix).  The report gives, per
+    shape, the number of matrices, the candidates timed, cuBLAS's and the chosen kernel's time
+    per call (seconds), and the predicted decode-step time of all matrices with cuBLAS only
+    and with the choices.  ``extra``: more named candidates ``{name: f(x, w)}``, timed and
+    reported (``<name>_s``) but never chosen (the CLI's ``--inductor``).
     """
     shapes: dict[tuple[int, int], list[torch.Tensor]] = {}
     for w in weights:
@@ -330,27 +407,43 @@ def plan(weights: list[torch.Tensor], x_dtype: torch.dtype, configs: tuple[Confi
     l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 64 << 20) or (64 << 20)
     flush = torch.ones(2 * l2, dtype=torch.uint8, device=dev) if shapes else None
     rows, step_cublas, step_chosen, flush_times = [], 0.0, 0.0, {}
+    compile_s = compile_candidates(shapes, x_dtype, configs, compile_workers)
     with torch.no_grad():
-        for (N, K), ws in shapes.items():
-            x = torch.randn(1, 1, K, dtype=x_dtype, device=dev)
-            cands: list[Config | None] = [None, *configs]
+        def time_shape(shape, cands):
+            ws = shapes[shape]
+            x = torch.randn(1, 1, shape[1], dtype=x_dtype, device=dev)
             scores = []
             for c in cands:
                 f = (lambda w: F.linear(x, w)) if c is None else (lambda w, c=c: gemv(x, w, None, c))
-                f(ws[0])  # Triton compiles, cuBLAS picks its kernel
+                f(ws[0])  # Triton compiles (unless compiled above), cuBLAS picks its kernel
                 scores.append(_time_stream(f, ws, l2, reps, flush, flush_times))
-            best = min(range(len(cands)), key=scores.__getitem__)
-            choice[(N, K)] = cands[best]
-            step_cublas += scores[0] * len(ws)
-            step_chosen += scores[best] * len(ws)
-            row = {"n": N, "k": K, "count": len(ws), "cublas_s": scores[0], "chosen_s": scores[best],
-                   "config": None if cands[best] is None else list(cands[best])}
             for name, g in (extra or {}).items():
                 g(x, ws[0])
-                row[f"{name}_s"] = _time_stream(lambda w, g=g: g(x, w), ws, l2, reps, flush, flush_times)
-            rows.append(row)
+                scores.append(_time_stream(lambda w, g=g: g(x, w), ws, l2, reps, flush, flush_times))
+            return scores
+
+        for row in choose(list(shapes), configs, time_shape, shortlist, list(extra or ())):
+            n = len(shapes[(row["n"], row["k"])])
+            choice[(row["n"], row["k"])] = None if row["config"] is None else Config(*row["config"])
+            step_cublas += row["cublas_s"] * n
+            step_chosen += row["chosen_s"] * n
+            rows.append({"count": n, **row})
     del flush
     if cache_path and rows and not extra:
         store_cache(cache_path, {cache_key(dev_name, x_dtype, r["n"], r["k"], configs): r["config"] for r in rows})
     return choice, {"shapes": rows, "step_cublas_s": step_cublas, "step_chosen_s": step_chosen,
-                    "select_s": time.perf_counter() - t0, "timed": bool(rows), "cached": n_cached}
+                    "select_s": time.perf_counter() - t0, "compile_s": compile_s, "timed": bool(rows),
+                    "cached": n_cached, "shortlisted": sum(r["near"] is not None for r in rows)}
+
+
+def summary(choice: dict[tuple[int, int], Config | None], report: dict) -> dict:
+    """What a cell records of its plan: shapes, how many run on Triton, seconds to choose (and,
+    where shapes were timed: to compile the candidates), shapes found stored or shortlisted, and
+    the predicted decode-step GEMV time with cuBLAS only and with the choices (microseconds)."""
+    info = {"gemv_shapes": len(choice), "gemv_triton_shapes": sum(c is not None for c in choice.values()),
+            "gemv_select_s": round(report["select_s"], 3), "gemv_cached_shapes": report.get("cached", 0)}
+    if report.get("timed"):
+        info.update(gemv_step_cublas_us=round(report["step_cublas_s"] * 1e6, 1),
+                    gemv_step_chosen_us=round(report["step_chosen_s"] * 1e6, 1),
+                    gemv_compile_s=round(report["compile_s"], 3), gemv_shortlisted_shapes=report["shortlisted"])
+    return info

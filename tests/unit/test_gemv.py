@@ -13,6 +13,7 @@ from prunebench import backends
 from prunebench.backends import CompiledBackend
 from prunebench.backends import compiled as compiled_mod
 from prunebench.backends.hf_eager import generate_once
+from prunebench.backends.layers import decode_weights
 from prunebench.tools import selfcheck
 
 pytest.importorskip("triton", reason="the Triton GEMV needs triton (pip install triton; CI installs it)")
@@ -154,7 +155,7 @@ def test_dynamic_widths_at_batch_1_keep_each_widths_gemv(interpret, monkeypatch)
     out = be.generate(prompt, out_len)
     n_layers = len(model.model.layers)
     assert len(seen) == (out_len - 1) * (4 * n_layers + 1) + 1  # decode steps + prefill's lm_head
-    assert set(seen) == {tuple(w.shape) for w in be._decode_weights()}
+    assert set(seen) == {tuple(w.shape) for w in decode_weights(be.layers, be.lm_head)}
     assert torch.equal(out, generate_once(model, prompt, out_len))
 
 
@@ -234,3 +235,47 @@ def test_gemv_cache_refuses_a_foreign_file(tmp_path):
     p.write_text("{not json")
     with pytest.raises(RuntimeError, match="unreadable"):
         gemv_mod.load_cache(str(p))
+
+
+def test_near_finds_the_closest_shape_sharing_a_dimension():
+    timed = {(12552, 4096): [], (4096, 6276): [], (4096, 11008): []}
+    assert gemv_mod.near((12800, 4096), timed) == (12552, 4096)          # same K, N 2 % away
+    assert gemv_mod.near((4096, 6414), timed) == (4096, 6276)            # same N, K 2.2 % away
+    assert gemv_mod.near((4096, 6700), timed) is None                    # 6.3 % from 6276, far from 11008
+    assert gemv_mod.near((12800, 4000), timed) is None                   # shares neither dimension
+    assert gemv_mod.near((4096, 6300), {**timed, (4096, 6290): []}) == (4096, 6290)  # the nearest
+
+
+def test_choose_shortlists_shapes_near_a_fully_timed_one():
+    """A synthetic timer: a shape near one timed with every candidate times cuBLAS and that
+    shape's SHORTLIST fastest configurations only, in that order, and keeps the fastest it
+    timed; without the shortlist, or far from every timed shape, every candidate is timed."""
+    configs = gemv_mod.CONFIGS
+    speed = {c: 1.0 + 0.01 * ((i * 7) % len(configs)) for i, c in enumerate(configs)}  # a fixed ranking
+    calls = {}
+
+    def seconds(shape, cands):
+        # cuBLAS slow except on the 11008-wide shape; a config's time depends on the shape a little
+        return [2.0 if shape[1] != 11008 else 0.5] + [speed[c] * (1 + 1e-4 * (hash((shape, c)) % 7)) for c in cands[1:]]
+
+    def time_shape(shape, cands):
+        calls[shape] = list(cands)
+        return seconds(shape, cands)
+
+    shapes = [(12828, 4096), (12552, 4096), (4096, 6276), (4096, 6414), (4096, 11008)]
+    rows = {(r["n"], r["k"]): r for r in gemv_mod.choose(shapes, configs, time_shape)}
+    full = {(12552, 4096), (4096, 6276), (4096, 11008)}     # the first of each kind, in (N, K) order
+    for s in full:
+        assert calls[s] == [None, *configs] and rows[s]["near"] is None and rows[s]["candidates"] == len(configs) + 1
+    ranking = sorted(configs, key=lambda c: seconds((12552, 4096), [None, c])[1])
+    assert calls[(12828, 4096)] == [None, *ranking[:gemv_mod.SHORTLIST]]
+    assert rows[(12828, 4096)]["near"] == (12552, 4096)
+    assert rows[(4096, 6414)]["near"] == (4096, 6276) and len(calls[(4096, 6414)]) == gemv_mod.SHORTLIST + 1
+    for s, r in rows.items():                              # the fastest of what was timed, cuBLAS included
+        times = seconds(s, calls[s])
+        assert r["chosen_s"] == min(times) and r["cublas_s"] == times[0]
+        assert (r["config"] is None) == (times[0] == min(times))
+    assert rows[(4096, 11008)]["config"] is None           # cuBLAS won there
+    calls.clear()
+    plain = gemv_mod.choose(shapes, configs, time_shape, shortlist=False)
+    assert all(len(c) == len(configs) + 1 for c in calls.values()) and all(r["near"] is None for r in plain)

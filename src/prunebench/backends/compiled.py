@@ -220,13 +220,7 @@ class CompiledBackend:
             if self.gemv == "triton" and (batch == 1 or precompile):
                 self.gemv_plan, report = gemv_mod.plan(decode_weights(self.layers, self.lm_head), dtype, cache_path=self.gemv_cache)
                 gemv_mod.adopt(dev, dtype, self.gemv_plan)
-                gemv_info = {"gemv_shapes": len(self.gemv_plan),
-                             "gemv_triton_shapes": sum(c is not None for c in self.gemv_plan.values()),
-                             "gemv_select_s": round(report["select_s"], 3),
-                             "gemv_cached_shapes": report.get("cached", 0)}
-                if report.get("timed"):
-                    gemv_info.update(gemv_step_cublas_us=round(report["step_cublas_s"] * 1e6, 1),
-                                     gemv_step_chosen_us=round(report["step_chosen_s"] * 1e6, 1))
+                gemv_info = gemv_mod.summary(self.gemv_plan, report)
             # symbolic widths: the batch-1 GEMV's kernel is looked up when the op runs, not traced
             self.gemv_at_run_time = dynamic and bool(self.gemv_plan)
             if gemv_info:

@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inductor", action="store_true",
                     help="also time torch.compile(F.linear) with the compiled backend's inductor defaults "
                          "(coordinate-descent tuning: inductor writes its own GEMV)")
+    ap.add_argument("--compile-workers", type=int, default=None,
+                    help="threads compiling the candidates before timing (default: one per CPU; 1: each "
+                         "compiles when first timed)")
+    ap.add_argument("--no-shortlist", action="store_true",
+                    help="time every candidate for every shape (default: a shape near one timed fully "
+                         "times that one's fastest few and cuBLAS)")
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
         ap.error("needs a CUDA device")
@@ -52,15 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         _compiled = torch.compile(lambda x, w: F.linear(x, w), dynamic=False, fullgraph=True)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(a.shapes))
         extra["inductor"] = compiled_linear
-    choice, report = plan(ws, dtype, reps=a.reps, extra=extra)
+    choice, report = plan(ws, dtype, reps=a.reps, extra=extra, shortlist=not a.no_shortlist,
+                          compile_workers=a.compile_workers)
     for r in report["shapes"]:
         nbytes = r["n"] * r["k"] * ws[0].element_size()
-        out = {"shape": f"{r['n']}x{r['k']}", "bytes": nbytes, "config": r["config"]}
+        out = {"shape": f"{r['n']}x{r['k']}", "bytes": nbytes, "config": r["config"], "candidates": r["candidates"]}
         for name in ["cublas", "chosen", *extra]:
             out[f"{name}_us"] = round(r[f"{name}_s"] * 1e6, 2)
             out[f"{name}_frac_of_copy_bw"] = round(nbytes / r[f"{name}_s"] / bw, 3)
         print(json.dumps(out))
-    print(json.dumps({"copy_bandwidth_gbs": bw / 1e9, "select_s": report["select_s"]}))
+    print(json.dumps({"copy_bandwidth_gbs": bw / 1e9, "select_s": report["select_s"], "compile_s": report["compile_s"],
+                      "shortlisted": report["shortlisted"], "step_chosen_us": report["step_chosen_s"] * 1e6,
+                      "step_cublas_us": report["step_cublas_s"] * 1e6}))
     return 0
 
 
