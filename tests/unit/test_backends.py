@@ -271,7 +271,9 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
                         timing={"min_runs": 2, "max_runs": 2, "warmup_new_tokens": 2}, seed=0)
     assert rec["status"] == "ok" and rec["compile_s"] >= 0 and rec["hbm_bandwidth_gbs"] > 0
     assert rec["roofline_frac"] == pytest.approx(rec["roofline_s"] / rec["latency_s"])
-    # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor options)
+    # how the backend was built travels with the cell (CPU: no compile, no graphs, no inductor
+    # options; one warm-up step, timed)
+    assert rec["backend_info"].pop("first_step_s") >= 0
     assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
                                    "gemv": "cublas", "attention": "eager", "inductor": {}, "compiled_regions": 0,
                                    "dynamic_widths": False, "symbolic_shapes": False, "compiled_graphs": 0,
