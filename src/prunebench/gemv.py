@@ -14,16 +14,13 @@ irregular widths width pruning leaves) poorly; this kernel is tuned per shape in
     streaming ``block_k`` columns of its rows per loop step (no split-K, no second kernel).
 ``plan(weights, x_dtype)``
     for every distinct ``(N, K)`` among ``weights``: the fastest of :data:`CONFIGS` and
-    cuBLAS (``F.linear``; a shape near one timed before in the same plan: that one's few
-    fastest configurations and cuBLAS), the candidates compiled in parallel first, each captured in a CUDA graph that runs that shape's own
-    matrices back to back (GPU time, not launch overhead; read from HBM, not from L2, as a
-    decode step reads them: :func:`_time_stream`); returns ``{(N, K): Config | None}``
-    (None = cuBLAS is faster) and a report.  With ``cache_path``, choices are stored per
-    (device name, dtype, shape, Triton version) in that JSON file and reused: a shape found
-    there is not timed again.
-``choose(shapes, configs, time_shape)``, ``near``, ``compile_candidates``, ``summary``
-    the plan's parts: which candidates a shape times (all, or a shortlist borrowed from a
-    near shape timed fully), compiling them on several threads first, what a cell records.
+    cuBLAS (``F.linear``), each captured in a CUDA graph that runs that shape's own matrices
+    back to back (GPU time, read from HBM as a decode step reads them: :func:`_time_stream`);
+    returns ``{(N, K): Config | None}`` (None = cuBLAS) and a report.  With ``cache_path``,
+    choices are stored per (device name, dtype, shape, Triton version) and reused.
+``choose``, ``near``, ``compile_candidates``, ``summary``
+    the plan's parts: which candidates a shape times (all, or cuBLAS and the few fastest of
+    a near shape timed fully), compiling them on several threads first, what a cell records.
 ``adopt(device, dtype, choice)`` and ``gemv_planned(x, w, b)``
     the same product with the kernel looked up by ``w``'s shape when the op runs, not when it
     is traced: one compiled graph with symbolic widths (layers of many widths) still runs each
