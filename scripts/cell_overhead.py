@@ -9,7 +9,10 @@ start-up and imports (``process_s``), the weights' load (``load_s``), the backen
 the overhead = everything but the runs, and ``prepare_s`` = load + compile + capture, marked
 ``first`` for the first cell of each (model, method) in the listing.  Last line: the slice's
 overhead fraction (overhead / the cells' whole cost) and the largest ``prepare_s`` of the first
-and of the later cells.  Cells written before these fields existed are skipped.
+and of the later cells.  Cells written before these fields existed are skipped.  Where the cell
+recorded them (``backend_info``), the preparation's parts follow: the GEMV choice
+(``gemv_select_s``), the first prefill and decode step with the cell's own compilation
+(``first_step_s``), the precompile (``precompile_s``) and the capture (``capture_s``).
 """
 from __future__ import annotations
 
@@ -22,11 +25,16 @@ def cost(rec: dict) -> dict | None:
     if rec.get("status") != "ok" or rec.get("cell_wall_s") is None:
         return None
     runs = sum(rec.get("latencies_s") or []) + sum(rec.get("warmup_latencies_s") or [])
+    info = rec.get("backend_info") or {}
     whole = (rec.get("process_s") or 0.0) + rec["cell_wall_s"]
     return {"cell": f"{rec['model']}/{rec['method']}/{rec['backend']}/in{rec['in_len']}_out{rec['out_len']}_bs{rec['batch']}",
             "process_s": rec.get("process_s"), "load_s": rec.get("load_s"), "compile_s": rec.get("compile_s"),
             "prepare_s": (rec.get("load_s") or 0.0) + (rec.get("compile_s") or 0.0),
-            "runs_s": runs, "overhead_s": whole - runs, "whole_s": whole, "finished_at": rec.get("finished_at")}
+            "runs_s": runs, "overhead_s": whole - runs, "whole_s": whole, "finished_at": rec.get("finished_at"),
+            **{k: info[k] for k in PARTS if k in info}}
+
+
+PARTS = ("gemv_select_s", "first_step_s", "precompile_s", "capture_s")
 
 
 def main(argv=None) -> int:
