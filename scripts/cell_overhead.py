@@ -21,6 +21,10 @@ import json
 from pathlib import Path
 
 
+#: the parts of the preparation a cell's ``backend_info`` records
+PARTS = ("gemv_select_s", "first_step_s", "precompile_s", "capture_s")
+
+
 def cost(rec: dict) -> dict | None:
     if rec.get("status") != "ok" or rec.get("cell_wall_s") is None:
         return None
@@ -32,9 +36,6 @@ def cost(rec: dict) -> dict | None:
             "prepare_s": (rec.get("load_s") or 0.0) + (rec.get("compile_s") or 0.0),
             "runs_s": runs, "overhead_s": whole - runs, "whole_s": whole, "finished_at": rec.get("finished_at"),
             **{k: info[k] for k in PARTS if k in info}}
-
-
-PARTS = ("gemv_select_s", "first_step_s", "precompile_s", "capture_s")
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,7 @@ from prunebench.tools import selfcheck
 pytest.importorskip("triton", reason="the Triton GEMV needs triton (pip install triton; CI installs it)")
 
 from prunebench import gemv as gemv_mod  # noqa: E402
+from prunebench import gemv_plan  # noqa: E402
 from prunebench.gemv import Config, gemv  # noqa: E402
 
 from model_variants import IN, VARIANTS, flap_like, prompt as _prompt, scramble as _scramble  # noqa: E402
@@ -63,7 +64,7 @@ def test_inputs_are_checked(interpret):
 
 def test_plan_groups_shapes_without_timing_on_cpu(interpret):
     ws = [torch.randn(8, 16), torch.randn(8, 16), torch.randn(4, 16)]
-    choice, report = gemv_mod.plan(ws, torch.float32)
+    choice, report = gemv_plan.plan(ws, torch.float32)
     assert choice == {(8, 16): gemv_mod.CPU_CONFIG, (4, 16): gemv_mod.CPU_CONFIG}
     assert report["timed"] is False
 
@@ -189,19 +190,19 @@ def test_stream_sequence_reads_from_hbm_not_l2():
         return [torch.empty(rows, 512 * 1024, dtype=torch.float16, device="meta") for _ in range(n)]
 
     big = mats(32, 100)                                    # 32 x 100 MiB (Q/K/V of 32 layers)
-    seq, flush = gemv_mod._stream_sequence(big, l2)
+    seq, flush = gemv_plan._stream_sequence(big, l2)
     assert not flush and seq == big                         # each once: 3.2 GB >> L2
 
     two = mats(2, 60)                                      # 120 MiB: over twice the L2 -> no flush
-    seq, flush = gemv_mod._stream_sequence(two, l2)
+    seq, flush = gemv_plan._stream_sequence(two, l2)
     assert not flush and sum(w.numel() * 2 for w in seq) >= 3 * l2 and set(map(id, seq)) == set(map(id, two))
 
     one = mats(1, 40)                                      # one 40 MiB matrix fits in L2: flush each call
-    seq, flush = gemv_mod._stream_sequence(one, l2)
+    seq, flush = gemv_plan._stream_sequence(one, l2)
     assert flush and len(seq) * 40 * mb >= 3 * l2 and all(w is one[0] for w in seq)
 
     tiny = mats(3, 1)                                      # 1 MiB each: the cap bounds the pass
-    seq, flush = gemv_mod._stream_sequence(tiny, l2)
+    seq, flush = gemv_plan._stream_sequence(tiny, l2)
     assert flush and len(seq) == 64
 
 
@@ -209,41 +210,41 @@ def test_gemv_choice_cache_roundtrip(tmp_path):
     """Choices stored per (device, dtype, shape, Triton version, candidates) are found again:
     a second plan takes those shapes out of the timing and reuses the stored configuration."""
     path = str(tmp_path / "cache" / "gemv.json")
-    assert gemv_mod.load_cache(path) == {}
+    assert gemv_plan.load_cache(path) == {}
     dev = "NVIDIA H200"
-    k1 = gemv_mod.cache_key(dev, torch.float16, 4096, 11008)
-    k2 = gemv_mod.cache_key(dev, torch.float16, 11008, 4096)
-    gemv_mod.store_cache(path, {k1: [8, 512, 4, 1]})
-    gemv_mod.store_cache(path, {k2: None})  # merged, not replaced: cuBLAS won this one
-    cached = gemv_mod.load_cache(path)
+    k1 = gemv_plan.cache_key(dev, torch.float16, 4096, 11008)
+    k2 = gemv_plan.cache_key(dev, torch.float16, 11008, 4096)
+    gemv_plan.store_cache(path, {k1: [8, 512, 4, 1]})
+    gemv_plan.store_cache(path, {k2: None})  # merged, not replaced: cuBLAS won this one
+    cached = gemv_plan.load_cache(path)
     assert cached == {k1: [8, 512, 4, 1], k2: None}
     shapes = {(4096, 11008): ["w"], (11008, 4096): ["w"], (4096, 4096): ["w"]}
-    choice = gemv_mod.split_cached(shapes, dev, torch.float16, cached)
+    choice = gemv_plan.split_cached(shapes, dev, torch.float16, cached)
     assert choice == {(4096, 11008): Config(8, 512, 4, 1), (11008, 4096): None}
     assert list(shapes) == [(4096, 4096)]  # only this one is left to time
     # another card, dtype or candidate list is another key
-    assert gemv_mod.split_cached({(4096, 11008): ["w"]}, "NVIDIA H100", torch.float16, cached) == {}
-    assert gemv_mod.split_cached({(4096, 11008): ["w"]}, dev, torch.bfloat16, cached) == {}
-    assert gemv_mod.cache_key(dev, torch.float16, 4096, 11008, gemv_mod.CONFIGS[:3]) != k1
+    assert gemv_plan.split_cached({(4096, 11008): ["w"]}, "NVIDIA H100", torch.float16, cached) == {}
+    assert gemv_plan.split_cached({(4096, 11008): ["w"]}, dev, torch.bfloat16, cached) == {}
+    assert gemv_plan.cache_key(dev, torch.float16, 4096, 11008, gemv_mod.CONFIGS[:3]) != k1
 
 
 def test_gemv_cache_refuses_a_foreign_file(tmp_path):
     p = tmp_path / "gemv.json"
     p.write_text('{"something": 1}')
     with pytest.raises(RuntimeError, match="delete it"):
-        gemv_mod.load_cache(str(p))
+        gemv_plan.load_cache(str(p))
     p.write_text("{not json")
     with pytest.raises(RuntimeError, match="unreadable"):
-        gemv_mod.load_cache(str(p))
+        gemv_plan.load_cache(str(p))
 
 
 def test_near_finds_the_closest_shape_sharing_a_dimension():
     timed = {(12552, 4096): [], (4096, 6276): [], (4096, 11008): []}
-    assert gemv_mod.near((12800, 4096), timed) == (12552, 4096)          # same K, N 2 % away
-    assert gemv_mod.near((4096, 6414), timed) == (4096, 6276)            # same N, K 2.2 % away
-    assert gemv_mod.near((4096, 6700), timed) is None                    # 6.3 % from 6276, far from 11008
-    assert gemv_mod.near((12800, 4000), timed) is None                   # shares neither dimension
-    assert gemv_mod.near((4096, 6300), {**timed, (4096, 6290): []}) == (4096, 6290)  # the nearest
+    assert gemv_plan.near((12800, 4096), timed) == (12552, 4096)          # same K, N 2 % away
+    assert gemv_plan.near((4096, 6414), timed) == (4096, 6276)            # same N, K 2.2 % away
+    assert gemv_plan.near((4096, 6700), timed) is None                    # 6.3 % from 6276, far from 11008
+    assert gemv_plan.near((12800, 4000), timed) is None                   # shares neither dimension
+    assert gemv_plan.near((4096, 6300), {**timed, (4096, 6290): []}) == (4096, 6290)  # the nearest
 
 
 def test_choose_shortlists_shapes_near_a_fully_timed_one():
@@ -263,19 +264,19 @@ def test_choose_shortlists_shapes_near_a_fully_timed_one():
         return seconds(shape, cands)
 
     shapes = [(12828, 4096), (12552, 4096), (4096, 6276), (4096, 6414), (4096, 11008)]
-    rows = {(r["n"], r["k"]): r for r in gemv_mod.choose(shapes, configs, time_shape)}
+    rows = {(r["n"], r["k"]): r for r in gemv_plan.choose(shapes, configs, time_shape)}
     full = {(12552, 4096), (4096, 6276), (4096, 11008)}     # the first of each kind, in (N, K) order
     for s in full:
         assert calls[s] == [None, *configs] and rows[s]["near"] is None and rows[s]["candidates"] == len(configs) + 1
     ranking = sorted(configs, key=lambda c: seconds((12552, 4096), [None, c])[1])
-    assert calls[(12828, 4096)] == [None, *ranking[:gemv_mod.SHORTLIST]]
+    assert calls[(12828, 4096)] == [None, *ranking[:gemv_plan.SHORTLIST]]
     assert rows[(12828, 4096)]["near"] == (12552, 4096)
-    assert rows[(4096, 6414)]["near"] == (4096, 6276) and len(calls[(4096, 6414)]) == gemv_mod.SHORTLIST + 1
+    assert rows[(4096, 6414)]["near"] == (4096, 6276) and len(calls[(4096, 6414)]) == gemv_plan.SHORTLIST + 1
     for s, r in rows.items():                              # the fastest of what was timed, cuBLAS included
         times = seconds(s, calls[s])
         assert r["chosen_s"] == min(times) and r["cublas_s"] == times[0]
         assert (r["config"] is None) == (times[0] == min(times))
     assert rows[(4096, 11008)]["config"] is None           # cuBLAS won there
     calls.clear()
-    plain = gemv_mod.choose(shapes, configs, time_shape, shortlist=False)
+    plain = gemv_plan.choose(shapes, configs, time_shape, shortlist=False)
     assert all(len(c) == len(configs) + 1 for c in calls.values()) and all(r["near"] is None for r in plain)

@@ -15,9 +15,8 @@ dynamic shapes (option ``dynamic_widths``): the widths that differ between layer
 from the first trace, so one graph serves the whole model, not one per layer shape.  The batch
 (above 1) and the cache length are symbolic too (option ``symbolic_shapes``), so a later cell of
 the same model (another batch size or output length, another process) loads the graphs from
-inductor's cache; and on CUDA a cell also compiles the graphs of the other batch class (batch 1
-when its batch is above 1, and the other way round; option ``precompile``), so that the first
-cell of a model does its one-time work and the later ones find every graph.
+inductor's cache; the first cell of a model also compiles the other batch class's graphs
+(option ``precompile``), so the later ones find every graph.
 On CUDA the prefill and the whole decode step are then captured once into CUDA graphs
 (``torch.cuda.CUDAGraph``) and replayed: a call is one prefill replay + ``out_len - 1``
 decode replays, no Python per layer.
@@ -44,7 +43,7 @@ from typing import Callable, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .. import gemv as gemv_mod
+from .. import gemv as gemv_mod, gemv_plan as plan_mod
 from ..devices import sync
 from . import dynamo
 from .layers import Layer, attend_decode, attend_prefill, decode_weights, eos_ids, rms_norm
@@ -101,7 +100,7 @@ class CompiledBackend:
                      model's later cells (counted apart: ``precompiled_graphs``); a record in
                      inductor's cache directory says it was done, and a later cell of the same
                      layer shapes skips it (``precompiled_before``);
-    ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv.plan`):
+    ``gemv_cache``   a JSON file of per-(device, dtype, shape) GEMV choices (:func:`prunebench.gemv_plan.plan`):
                      shapes found there are not timed again; ``None`` = time every shape.
     """
 
@@ -204,23 +203,21 @@ class CompiledBackend:
             self.symbolic_batch = self.symbolic_cell and batch > 1
             precompile = self.precompile
             precompile = bool(use_compile and (self.symbolic_cell and on_cuda if precompile is None else precompile))
-            inductor = self.inductor
-            if inductor is None:
-                inductor = dict(self.DEFAULT_INDUCTOR) if on_cuda else {}
+            inductor = (dict(self.DEFAULT_INDUCTOR) if on_cuda else {}) if self.inductor is None else self.inductor
             # a batch class's graphs in this machine's cache: a record beside them (own class too)
             records = {cls: dynamo.precompile_record(self.layers, dev, dtype, cls, [
                 dynamic, self.compile_mode, inductor, self.fuse, self.gemv, self.eager_attn])
                 for cls in (1, self.PRECOMPILE_BATCH)} if precompile else {}
             own_class = 1 if batch == 1 else self.PRECOMPILE_BATCH if self.symbolic_batch else None
             pre_record = records.get(1 if batch > 1 else self.PRECOMPILE_BATCH)
-            pre = {}
-            if pre_record is not None and os.path.exists(pre_record):  # done before: skipped
-                precompile, pre = False, {"precompiled_graphs": 0, "precompile_s": 0.0, "precompiled_before": True}
+            pre = {"precompiled_graphs": 0, "precompile_s": 0.0, "precompiled_before": True} \
+                if pre_record is not None and os.path.exists(pre_record) else {}  # done before: skipped
+            precompile = precompile and not pre
             self.gemv_plan, gemv_info = {}, {}
             if self.gemv == "triton" and (batch == 1 or precompile):
-                self.gemv_plan, report = gemv_mod.plan(decode_weights(self.layers, self.lm_head), dtype, cache_path=self.gemv_cache)
+                self.gemv_plan, report = plan_mod.plan(decode_weights(self.layers, self.lm_head), dtype, cache_path=self.gemv_cache)
                 gemv_mod.adopt(dev, dtype, self.gemv_plan)
-                gemv_info = gemv_mod.summary(self.gemv_plan, report)
+                gemv_info = plan_mod.summary(self.gemv_plan, report)
             # symbolic widths: the batch-1 GEMV's kernel is looked up when the op runs, not traced
             self.gemv_at_run_time = dynamic and bool(self.gemv_plan)
             if gemv_info:
@@ -313,8 +310,7 @@ class CompiledBackend:
         self.phases["capture_s"] = round(time.perf_counter() - t0, 3)
 
     def _warm_up(self, steps: int) -> None:
-        """``steps`` prefill + decode steps; ``phases`` gets the first's seconds (compilation,
-        inductor's run-time autotuning) and the others'."""
+        """``steps`` prefill + decode steps, timed into ``phases``: the first (compiling) and the rest."""
         for i in range(steps):
             t0 = time.perf_counter()
             self._prefill_step()

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -102,7 +103,6 @@ def precompile_record(layers, device: torch.device, dtype: torch.dtype, batch_cl
     needs it)."""
     import hashlib
     import json
-    import os
 
     try:
         from torch._inductor.runtime.cache_dir_utils import cache_dir
@@ -117,7 +117,7 @@ def precompile_record(layers, device: torch.device, dtype: torch.dtype, batch_cl
 
 def note_precompiled(record: str | None) -> None:
     """Leave ``record`` (:func:`precompile_record`) once its batch class's graphs are compiled."""
-    if record is not None:
+    if record is not None and not os.path.exists(record):
         from ..io import write_json
 
         write_json(record, {"format": "prunebench-precompiled"})

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..backends import CompiledBackend, dynamo
 from ..devices import measure_copy_bandwidth
-from ..gemv import plan
+from ..gemv_plan import plan
 
 
 def _shape(text: str) -> tuple[int, int]:
