@@ -62,11 +62,12 @@ def prompt(vocab=300, batch=BATCH, in_len=IN, seed=1):
 
 
 def flap_like(seed: int = 0):
-    """Per-layer widths as FLAP leaves them (every layer its own head count and MLP width, o/down
-    biases everywhere), at least 2 heads per layer."""
+    """Per-layer widths as FLAP leaves them: every layer its own head count and MLP width, at
+    least 2 heads per layer, and an o/down bias (FLAP's compensation) only in the layers that lost
+    heads / MLP channels, so that some layers have a bias in a slot and others not."""
     m = model(False, "sdpa", seed)
     heads, inter = [8, 6, 4, 8, 2, 8, 4, 6], [128, 96, 40, 128, 8, 64, 128, 33]
-    apply_structure(m, {"layers": [{"heads": h, "kv_heads": h, "intermediate": i, "o_bias": True, "down_bias": True}
+    apply_structure(m, {"layers": [{"heads": h, "kv_heads": h, "intermediate": i, "o_bias": h < 8, "down_bias": i < 128}
                                    for h, i in zip(heads, inter)]})
     return scramble(m)
 

@@ -276,7 +276,8 @@ def test_benchmark_cell_with_compiled_backend(tmp_path):
     assert rec["backend_info"].pop("first_step_s") >= 0
     assert rec["backend_info"] == {"compiled": False, "cuda_graphs": False, "fused": True, "max_len": 16,
                                    "gemv": "cublas", "attention": "eager", "inductor": {}, "compiled_regions": 0,
-                                   "dynamic_widths": False, "symbolic_shapes": False, "compiled_graphs": 0,
+                                   "dynamic_widths": False, "symbolic_shapes": False, "padded_biases": 0,
+                                   "compiled_graphs": 0,
                                    "compile_cache_hits": 0, "compile_cache_misses": 0}
 
 
@@ -377,16 +378,46 @@ def test_regional_compile_traces_one_graph_for_a_uniform_model():
 @pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"),
                     reason="torch.compile on CPU needs a C compiler")
 def test_dynamic_widths_compile_one_graph_for_layers_of_every_width():
-    """Regional compilation with dynamic widths: a model whose layers all differ in width
-    compiles 1 graph (the widths that differ between layers symbolic from the first trace)
-    instead of one per layer, and its greedy tokens still equal HF's."""
+    """Regional compilation with dynamic widths: a model whose layers all differ in width, some
+    with an o/down bias and some without (FLAP's compensation), compiles 1 graph (the widths that
+    differ between layers symbolic from the first trace, the missing biases zeros) instead of one
+    per layer or per bias pattern, and its greedy tokens still equal HF's."""
     torch._dynamo.reset()
     model = _flap_like()
     ok, info = check_equivalence(model, _prompt(), OUT, CompiledBackend(compile=True))
     assert ok, info
     assert info["dynamic_widths"] is True
     assert info["compiled_regions"] == 7  # 7 distinct (heads, width) pairs
+    assert info["padded_biases"] == 6     # o: the 3 layers of 8 heads; down: the 3 of 128 channels
     assert info["compiled_graphs"] == 1, info
+
+
+def test_pad_biases_gives_every_layer_the_biases_some_layers_have():
+    """Zeros where a layer lacks a bias that another layer has in the same slot (FLAP's o/down
+    compensation); slots no layer has a bias in (fused q/k/v, gate/up) stay without; the model's
+    own modules keep theirs; afterwards every layer has the same structure, and a second call
+    adds nothing."""
+    from prunebench.backends.layers import Layer, pad_biases
+
+    def nones(t):
+        return tuple(nones(x) for x in t) if isinstance(t, tuple) else t is None
+
+    model = _flap_like()
+    mods = list(model.model.layers)
+    had = [(m.self_attn.o_proj.bias is not None, m.mlp.down_proj.bias is not None) for m in mods]
+    layers = [Layer(m, True) for m in mods]
+    assert len({nones(l.tensors) for l in layers}) > 1
+    assert pad_biases(layers) == sum(not o for o, _ in had) + sum(not d for _, d in had) == 6
+    for l, m, (had_o, had_d) in zip(layers, mods, had):
+        for (w, b), mod_bias, had_b in ((l.tensors[3], m.self_attn.o_proj.bias, had_o),
+                                        (l.tensors[5], m.mlp.down_proj.bias, had_d)):
+            if had_b:
+                assert b is mod_bias
+            else:
+                assert mod_bias is None and b.shape == (w.shape[0],) and b.dtype == w.dtype and not b.any()
+        assert l.tensors[2][0][1] is None and l.tensors[4][0][1] is None
+    assert len({nones(l.tensors) for l in layers}) == 1
+    assert pad_biases(layers) == 0
 
 
 def test_dynamic_widths_follow_the_option_and_the_model():

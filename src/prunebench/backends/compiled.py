@@ -12,7 +12,8 @@ whole model's, and inductor's kernels are cached on disk (``TORCHINDUCTOR_CACHE_
 benchmark points it at ``results/cache/``), so a later cell of the same model finds them.
 Where every layer has its own width (FLAP's per-layer widths) the layer is compiled with
 dynamic shapes (option ``dynamic_widths``): the widths that differ between layers are symbolic
-from the first trace, so one graph serves the whole model, not one per layer shape.  The batch
+from the first trace (missing biases zeros, :func:`.layers.pad_biases`), so one graph serves the
+whole model, not one per layer shape.  The batch
 (above 1) and the cache length are symbolic too (option ``symbolic_shapes``), so a later cell of
 the same model (another batch size or output length, another process) loads the graphs from
 inductor's cache; the first cell of a model also compiles the other batch class's graphs
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from .. import gemv as gemv_mod, gemv_plan as plan_mod
 from ..devices import sync
 from . import dynamo
-from .layers import Layer, attend_decode, attend_prefill, decode_weights, eos_ids, rms_norm
+from .layers import Layer, attend_decode, attend_prefill, decode_weights, eos_ids, pad_biases, rms_norm
 
 
 @contextlib.contextmanager
@@ -55,7 +56,6 @@ def _no_grad():
     inference_mode): ordinary tensors, no autograd; torch.compile's guards always see the same."""
     with torch.inference_mode(False), torch.no_grad():
         yield
-
 
 
 class CompiledBackend:
@@ -175,6 +175,7 @@ class CompiledBackend:
         self.rope = sys.modules[type(inner.layers[0].self_attn).__module__].apply_rotary_pos_emb
         with _no_grad():
             self.layers = [Layer(layer, self.fuse) for layer in inner.layers]
+            padded = pad_biases(self.layers) if use_compile else 0
             kw = dict(device=dev, dtype=dtype)
             self.k = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
             self.v = [torch.zeros(batch, l.kv_heads, L, l.hd, **kw) for l in self.layers]
@@ -257,7 +258,7 @@ class CompiledBackend:
                 "cuda_graphs": bool(use_graphs), "fused": self.fuse, "max_len": L, "gemv": self.gemv,
                 "attention": "eager" if self.eager_attn else "sdpa",
                 "inductor": inductor if use_compile else {}, "compiled_regions": regions if use_compile else 0,
-                "dynamic_widths": dynamic, "symbolic_shapes": self.symbolic_cell,
+                "dynamic_widths": dynamic, "symbolic_shapes": self.symbolic_cell, "padded_biases": padded,
                 "compiled_graphs": own_graphs, **pre, **self.phases,
                 **{k: v - cache_before[k] for k, v in dynamo.cache_counts().items()}, **gemv_info}
 

@@ -4,7 +4,8 @@
 gate/up fused by :func:`fuse_linears`), ``rms_norm`` is the RMSNorm the supported families
 use, ``attend_prefill``/``attend_decode`` the attention of a prompt and of one decode step
 (eager math or SDPA), ``eos_ids`` the tokens ``generate(min_new_tokens=n)`` forbids,
-``decode_weights`` the matrices a decode step multiplies by (the GEMV's shapes).
+``decode_weights`` the matrices a decode step multiplies by (the GEMV's shapes), ``pad_biases``
+zero biases where some layers have one and others not (one structure, one compiled graph).
 """
 from __future__ import annotations
 
@@ -88,6 +89,40 @@ class Layer:
                 return tuple(shapes(x) for x in t)
             return None if t is None else tuple(t.shape)
         return shapes(self.tensors), self.spec
+
+
+def pad_biases(layers: list[Layer]) -> int:
+    """Give every layer a bias in each projection slot where some layer has one (zeros: ``y + 0``
+    is ``y`` exactly), so that all layers share one structure and a compiled graph: a layer with a
+    bias and one without differ in structure, not in shape, and no symbolic width merges them
+    (FLAP compensates only the layers it pruned, so its layers have both).  Only ``tensors``
+    change, the model's modules keep theirs.  Returns how many biases were added."""
+    def slots(t):  # ((path to a (weight, bias) pair), ...) in a layer's tensors
+        _, _, qkv, o, gu, d = t
+        return [(2, i) for i in range(len(qkv))] + [(3,)] + [(4, i) for i in range(len(gu))] + [(5,)]
+
+    def get(t, path):
+        for i in path:
+            t = t[i]
+        return t
+
+    def put(t, path, value):
+        if not path:
+            return value
+        return tuple(put(x, path[1:], value) if i == path[0] else x for i, x in enumerate(t))
+
+    paths = {tuple(slots(l.tensors)) for l in layers}
+    if len(paths) != 1:  # fused in some layers, not in others: structures differ anyway
+        return 0
+    added = 0
+    for path in paths.pop():
+        if any(get(l.tensors, path)[1] is not None for l in layers):
+            for l in layers:
+                w, b = get(l.tensors, path)
+                if b is None:
+                    l.tensors = put(l.tensors, path, (w, torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)))
+                    added += 1
+    return added
 
 
 def attend_prefill(eager: bool, neg_min: float, heads, hd, n_rep, scaling, q, k, v):
