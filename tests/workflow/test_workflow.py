@@ -160,6 +160,35 @@ def test_param_change_reruns_only_what_it_touches(tiny_run):
     assert "prune" not in counts and "perplexity" not in counts and "data" not in counts
 
 
+def _dry_run_after(wd, cfg, name, change) -> dict:
+    data = yaml.safe_load(cfg.read_text())
+    change(data)
+    changed = wd / f"cfg_{name}.yaml"
+    changed.write_text(yaml.safe_dump(data))
+    return job_counts(snakemake(wd, "-n", "--cores", "1", config=changed).stdout)
+
+
+def test_a_param_change_reruns_every_job_it_touches_when_an_upstream_one_reruns(tiny_run):
+    """perplexity.batch_size is a param of dense's perplexity job and of depth-ppl's: both rerun,
+    although dense's reruns in the same run (the depth-ppl job is scheduled after dense's by
+    priority, not by an input edge, so Snakemake still checks its params)."""
+    wd, cfg, _ = tiny_run
+    counts = _dry_run_after(wd, cfg, "ppl_batch", lambda d: d["perplexity"].update(batch_size=3))
+    assert counts.get("perplexity") == 2, counts
+    assert "prune" not in counts and "benchmark" not in counts and "data" not in counts
+
+
+def test_settings_a_job_does_not_read_rerun_nothing_of_it(tiny_run):
+    """The figure's label of a model (family) reaches no source or data job; the pruning seed
+    and dtype reach no job of dense (it keeps the base weights), so neither reruns it."""
+    wd, cfg, _ = tiny_run
+    counts = _dry_run_after(wd, cfg, "family", lambda d: d["models"]["tiny"].update(family="Other"))
+    assert not {"source", "data", "prune", "perplexity", "benchmark"} & set(counts), counts
+    counts = _dry_run_after(wd, cfg, "seed", lambda d: d["pruning"].update(seed=7, dtype="bfloat16"))
+    assert counts.get("prune") == 1 and counts.get("perplexity") == 1, counts  # depth-ppl's
+    assert counts.get("benchmark") == 2, counts  # depth-ppl's two cells, not dense's
+
+
 def test_bad_config_refused_before_any_job(tmp_path):
     cfg = tiny_workdir(tmp_path)
     data = yaml.safe_load(cfg.read_text())

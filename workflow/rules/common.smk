@@ -47,10 +47,48 @@ def J(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def model_spec(model):
-    """The model's entry without its budgets (the base model and its tokens do not depend on
-    them: a new budget reruns no source or data job)."""
-    return J({k: v for k, v in config["models"][model].items() if k not in ("budget", "budgets")})
+#: the keys of a model's entry that the source stage reads (prunebench.source,
+#: prunebench.models.sources.load_source: the seed only for random weights) and that the data
+#: stage reads (prunebench.data: tokenizer, or vocabulary size for random token ids); the dtype
+#: reaches the source job as a param of its own, and budgets and the figure's label reach neither
+SPEC_KEYS = {"source": ("weights", "path", "gguf_file", "tokenizer", "architecture", "seed"),
+             "data": ("weights", "path", "gguf_file", "tokenizer", "architecture")}
+
+
+def model_spec(model, stage):
+    """The part of the model's entry that ``stage``'s job reads, so that a change of anything
+    else (a new budget, the family label) reruns no source or data job."""
+    spec = config["models"][model]
+    keys = [k for k in SPEC_KEYS[stage] if k != "seed" or spec["weights"] == "random"]
+    return J({k: spec[k] for k in keys if k in spec})
+
+
+#: file names of weights in a model folder (what the data stage, which reads the tokenizer, skips)
+WEIGHT_FILES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".index.json")
+
+
+def local_files(model, stage):
+    """The local files ``stage``'s job reads for ``model``, as inputs, so that an edit reruns it
+    (hub ids: none).  source: a local folder's files (its GGUF file; for random weights its
+    config.json) and a local tokenizer's; data: the tokenizer's files only (a folder's files
+    other than weights; GGUF: the tokenizer the source job saved, an input of its own) and, for
+    random weights, the config.json that gives the vocabulary."""
+    from prunebench.pkgdata import resolve_path
+
+    spec, found = config["models"][model], []
+    for key in ("path", "tokenizer"):
+        root = resolve_path(spec[key]) if spec.get(key) else None
+        if root is None or not os.path.isdir(root):
+            continue
+        if key == "path" and spec["weights"] == "gguf":
+            found += [os.path.join(root, spec["gguf_file"])] if stage == "source" else []
+            continue
+        if key == "path" and spec["weights"] == "random":  # the architecture (data: the vocabulary)
+            found.append(os.path.join(root, "config.json"))
+            continue
+        files = sorted(str(p) for p in Path(root).iterdir() if p.is_file())
+        found += files if stage == "source" else [f for f in files if not f.endswith(WEIGHT_FILES)]
+    return found
 
 
 def method_spec(variant):

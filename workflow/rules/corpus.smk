@@ -1,5 +1,17 @@
 # Corpus preparation: a named text corpus (config: corpora.<name>) -> plain text + metadata.
+def _local_text(wc):
+    """A ``files`` corpus's files (globs expanded): an edited or newly matched file reruns it."""
+    spec = config["corpora"][wc.corpus]
+    if spec.get("source") != "files":
+        return []
+    from prunebench.corpus.files import resolve_files
+
+    return [str(p) for p in resolve_files(spec["paths"])]
+
+
 rule corpus:
+    input:
+        _local_text,
     output:
         text=f"{RESULTS}/corpora/{{corpus}}.txt",
         meta=f"{RESULTS}/corpora/{{corpus}}.json",

@@ -34,11 +34,12 @@ rule data:
     input:
         corpus=_data_input,
         tokenizer=_saved_tokenizer,
+        local=lambda wc: local_files(wc.model, "data"),
     output:
         ids=f"{RESULTS}/data/{{model}}/{{split}}.safetensors",
         meta=f"{RESULTS}/data/{{model}}/{{split}}.json",
     params:
-        spec=lambda wc: model_spec(wc.model),
+        spec=lambda wc: model_spec(wc.model, "data"),
         corpus=_data_corpus,
         settings=_data_params,
         tokenizer_dir=lambda wc, input: os.path.dirname(input.tokenizer[0]) if input.tokenizer else "",
@@ -49,6 +50,6 @@ rule data:
     conda:
         "../../envs/prunebench.yaml"
     shell:
-        "{PY} data split={wildcards.split} spec={params.spec:q} corpus_path='{input.corpus}'"
+        "{PY} data split={wildcards.split} spec={params.spec:q} corpus_path={input.corpus:q}"
         " out_path={output.ids:q} model_name={wildcards.model} corpus_name={params.corpus}"
         " settings={params.settings:q} tokenizer_dir={params.tokenizer_dir:q} > {log:q} 2>&1"

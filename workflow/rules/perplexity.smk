@@ -6,18 +6,19 @@
 # rescored with its method's other budgets: the same numbers for those, seconds each.
 # The job of an entry that keeps the base weights (dense) records every block's input on the
 # windows; the others start from them where their first blocks are the base model's
-# (prunebench.prefix_states: the same numbers), so they run after it.
+# (prunebench.prefix_states: the same numbers), so it is scheduled first.
 import re as _re
 
 
 def _base_weights_first(wc):
-    """The perplexity of the entries that keep the base weights (dense), for the other
-    entries' jobs to start after (ancient: a rerun of dense does not outdate them)."""
+    """Scheduling priority: the entries that keep the base weights (dense) first, so that the
+    other entries' jobs find the block inputs they record.  A priority, not an input edge:
+    Snakemake skips the params check of a job whose input is rewritten in the same run, so an
+    ordering edge to dense's perplexity would let a changed setting go unnoticed whenever
+    dense reruns.  A job that starts before dense's has finished scores from the tokens: the
+    same numbers, more time."""
     name = pbconfig.split_variant(wc.method)[0]
-    if name in config["methods"] and not declares(wc.method, "copies_weights"):
-        return []
-    return [f"{RESULTS}/perplexity/{wc.model}/{v['name']}.json" for v in pbconfig.variants(config, wc.model)
-            if v["method"] in config["methods"] and not declares(v["method"], "copies_weights")]
+    return int(name in config["methods"] and not declares(wc.method, "copies_weights"))
 
 
 def _budget_suffixes(model):
@@ -59,7 +60,6 @@ if _PPL_MODELS:
         input:
             models=[f"{RESULTS}/models/{{model}}/{{method}}{s}/prunebench.json" for s in _PPL_SFX],
             data=lambda wc: list(eval_data(wc.model).values()),
-            after=ancient(_base_weights_first),
         output:
             [f"{RESULTS}/perplexity/{{model}}/{{method}}{s}.json" for s in _PPL_SFX],
         wildcard_constraints:
@@ -72,6 +72,7 @@ if _PPL_MODELS:
             device=config["perplexity"]["device"],
             dtype=config["perplexity"]["dtype"],
             states_dir=f"{RESULTS}/cache/states",  # the base model's block inputs (prunebench.prefix_states)
+        priority: _base_weights_first
         resources:
             gpu=lambda wc: gpu_resources(config["perplexity"]["device"]),
         log:
@@ -90,7 +91,6 @@ rule perplexity:
     input:
         models=[f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json"],
         data=lambda wc: list(eval_data(wc.model).values()),
-        after=ancient(_base_weights_first),
     output:
         f"{RESULTS}/perplexity/{{model}}/{{method}}.json",
     params:
@@ -100,6 +100,7 @@ rule perplexity:
         device=config["perplexity"]["device"],
         dtype=config["perplexity"]["dtype"],
         states_dir=f"{RESULTS}/cache/states",  # the base model's block inputs (prunebench.prefix_states)
+    priority: _base_weights_first
     resources:
         gpu=lambda wc: gpu_resources(config["perplexity"]["device"]),
     log:

@@ -9,16 +9,27 @@ def declares(method, what):
     return METHOD_NEEDS.get(pbconfig.split_variant(method)[0], {}).get(what, True)
 
 
-def _previous_budget(wc):
-    """The report of the same method's previous budget: the budgets of one method run one
-    after the other, so that the calibration scores the first computed are read from the
-    score cache by the next (ancient: a rerun of one does not outdate the other)."""
+def _budget_order(wc):
+    """Scheduling priority: the budgets of one method in order (the first highest), so that the
+    calibration scores the first computes are read from the score cache by the next.  A
+    priority, not an input edge: Snakemake skips the params check of a job whose input is
+    rewritten in the same run, so an ordering edge to the previous budget would let a changed
+    setting of this job go unnoticed whenever that budget reruns."""
     name = pbconfig.split_variant(wc.method)[0]
     if name not in config["methods"]:
-        return []
+        return 0
     names = [v["name"] for v in pbconfig.variants(config, wc.model, [name])]
-    i = names.index(wc.method) if wc.method in names else 0
-    return [f"{RESULTS}/prune/{wc.model}/{names[i - 1]}.json"] if i > 0 else []
+    return -names.index(wc.method) if wc.method in names else 0
+
+
+def _pruning(wc, key):
+    """``pruning.<key>`` for a job whose method reads it; for one that does not, the value it
+    runs with anyway (a method that keeps the base weights loads nothing, one that does not ask
+    for a GPU runs on the CPU), so that changing the setting reruns only the jobs it changes."""
+    copies = declares(wc.method, "copies_weights")
+    if key == "device":
+        return config["pruning"]["device"] if copies and declares(wc.method, "wants_gpu") else "cpu"
+    return config["pruning"][key] if copies else {"dtype": "float32", "seed": 0}[key]
 
 
 rule prune:
@@ -26,17 +37,17 @@ rule prune:
         base=f"{RESULTS}/models/{{model}}/base/prunebench.json",
         calibration=lambda wc: [f"{RESULTS}/data/{wc.model}/calibration.safetensors"]
         if declares(wc.method, "needs_calibration") else [],
-        after=ancient(_previous_budget),
     output:
         manifest=f"{RESULTS}/models/{{model}}/{{method}}/prunebench.json",
         report=f"{RESULTS}/prune/{{model}}/{{method}}.json",
     params:
         method=lambda wc: method_spec(wc.method),
         budget=lambda wc: variant_budget(wc.model, wc.method),
-        device=config["pruning"]["device"],
-        dtype=config["pruning"]["dtype"],
-        seed=config["pruning"]["seed"],
+        device=lambda wc: _pruning(wc, "device"),
+        dtype=lambda wc: _pruning(wc, "dtype"),
+        seed=lambda wc: _pruning(wc, "seed"),
         score_cache=f"{RESULTS}/cache/scores",  # calibration NLLs shared between jobs (prunebench.score_cache)
+    priority: _budget_order
     resources:
         gpu=lambda wc: gpu_resources(config["pruning"]["device"]) if declares(wc.method, "wants_gpu") else 0,
     log:

@@ -1,9 +1,11 @@
 # Weight source -> results/models/<model>/base (GGUF dequantised once; random: config only).
 rule source:
+    input:
+        lambda wc: local_files(wc.model, "source"),
     output:
         manifest=f"{RESULTS}/models/{{model}}/base/prunebench.json",
     params:
-        spec=lambda wc: model_spec(wc.model),
+        spec=lambda wc: model_spec(wc.model, "source"),
         dtype=lambda wc: config["models"][wc.model]["dtype"],
     log:
         f"{RESULTS}/logs/source/{{model}}.log",
