@@ -49,10 +49,10 @@ def nll_from_hidden(model, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Ten
     return out.view(b, n)
 
 
-def model_nll(model, ids: torch.Tensor, **inputs) -> torch.Tensor:
-    """Per-token NLL ``[batch, L - 1]`` of ``ids`` under ``model``, run on ``inputs``
-    (default ``input_ids=ids``; the block criteria pass ``inputs_embeds``)."""
-    inputs = inputs or {"input_ids": ids}
+def model_nll(model, ids: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL ``[batch, L - 1]`` of ``ids`` under ``model`` (a pass that starts from
+    recorded block inputs replaces them with hooks: :class:`prunebench.methods.blocks.Feed`)."""
+    inputs = {"input_ids": ids}
     if any(getattr(model.config, k, None) for k in _LOGIT_TRANSFORMS):
         return token_nll(model(**inputs, use_cache=False).logits, ids)
     hidden = model.model(**inputs, use_cache=False).last_hidden_state

@@ -96,6 +96,38 @@ class Skip:
         self.model.config.num_hidden_layers = self.n
 
 
+class Feed:
+    """Context manager: the first module that runs after the embedding -- the first block left
+    in ``model.model.layers``, or the final norm where none is left -- gets ``hidden`` as its
+    input, whatever the embedding gave.  Starting a pass from recorded block inputs this way,
+    not as ``inputs_embeds``, holds for families whose forward rescales or otherwise changes
+    ``inputs_embeds`` before the first block (Gemma's embedding scale)."""
+
+    def __init__(self, model, hidden: torch.Tensor):
+        self.model, self.hidden = model, hidden
+
+    def __enter__(self):
+        inner = self.model.model
+        first = inner.layers[0] if len(inner.layers) else inner.norm
+
+        def replace(_mod, args, kwargs):
+            if args:
+                return (self.hidden, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": self.hidden}
+
+        self.handle = first.register_forward_pre_hook(replace, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def dummy_ids(hidden: torch.Tensor) -> torch.Tensor:
+    """Token ids of ``hidden``'s batch and length for a pass whose block inputs :class:`Feed`
+    replaces (their embedding is computed and dropped)."""
+    return torch.zeros(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+
+
 # --------------------------------------------------------------------------- PPL without blocks
 
 @torch.no_grad()
@@ -107,8 +139,8 @@ def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int]
 
     Removing ``b`` leaves the blocks before it unchanged: one pass of the model without
     ``removed`` records the input of every block, and each candidate's pass starts there,
-    running only the blocks after ``b`` (with the same positions and causal mask, as
-    ``inputs_embeds``).  That is half the blocks of a full pass on average, the same
+    running only the blocks after ``b`` (with the same positions and causal mask, its input
+    given by :class:`Feed`).  That is half the blocks of a full pass on average, the same
     numbers as :class:`Skip` and a full pass each (a test checks it).  ``inputs``
     (:class:`BlockInputs`) keeps the recorded inputs between calls on the same model: a
     call without the same blocks reads them, one with one more block removed runs only the
@@ -133,8 +165,8 @@ def nll_without(model, calibration: torch.Tensor, removed, candidates: list[int]
             given = (inputs or BlockInputs()).get(model, x, start, kept)
             for b in todo:
                 k = kept.index(b)
-                with Skip(model, [j for j in range(len(layers)) if j not in kept[k + 1:]]):
-                    totals[b] += model_nll(model, x, inputs_embeds=given[k]).sum().item()
+                with Skip(model, [j for j in range(len(layers)) if j not in kept[k + 1:]]), Feed(model, given[k]):
+                    totals[b] += model_nll(model, x).sum().item()
             count += x[:, 1:].numel()
         for b in todo:
             done[b] = totals[b] / max(count, 1)

@@ -26,8 +26,8 @@ class LayerByLayer:
     :func:`feed_calibration`); :meth:`advance` runs block ``i`` as it is now (pruned) and
     keeps its output as the next block's input.  Block ``i`` sees exactly the input a full
     pass of the model with blocks ``0 .. i-1`` as they are would give it (the same
-    positions and causal mask: the model runs with every other block left out, from
-    ``inputs_embeds``), but each block runs twice in all instead of once per later block.
+    positions and causal mask: the model runs with every other block left out, the block's
+    input given by :class:`~prunebench.methods.blocks.Feed`), but each block runs twice in all instead of once per later block.
     """
 
     def __init__(self, model, calibration: torch.Tensor, batch_size: int):
@@ -45,7 +45,7 @@ class LayerByLayer:
 
     @torch.no_grad()
     def _run(self, i: int, inputs: dict) -> list[torch.Tensor]:
-        from .blocks import Skip
+        from .blocks import Feed, Skip, dummy_ids
 
         out: list[torch.Tensor] = []
         layers = self.model.model.layers
@@ -59,7 +59,8 @@ class LayerByLayer:
             with Skip(self.model, [j for j in range(len(layers)) if j != i]):
                 for h in self.states:
                     try:
-                        self.model.model(inputs_embeds=h, use_cache=False)
+                        with Feed(self.model, h):
+                            self.model.model(input_ids=dummy_ids(h), use_cache=False)
                     except _Stop:
                         pass
         finally:
