@@ -160,5 +160,6 @@ def base(tmp_path):
     a.pop("model_type")
     model = build_random(AutoConfig.for_model("llama", **a), torch.float32, "cpu", seed=0)
     save_model(model, tmp_path / "base", model_name="tiny", method="base", weights="random")
-    save_tokens(str(tmp_path / "calibration.safetensors"), torch.randint(0, 300, (2, 16)), {"split": "calibration"})
+    save_tokens(str(tmp_path / "calibration.safetensors"), torch.randint(0, 300, (2, 16)),
+                {"model": "tiny", "split": "calibration"})
     return tmp_path

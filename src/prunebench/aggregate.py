@@ -14,10 +14,16 @@ roofline columns, torch, transformers.
 ``results/<experiment>/tables/speedups.csv`` -- one row per cell of a method other than the baseline
 (the methods entry whose method keeps the base weights, ``dense``: :func:`baseline`) whose baseline cell (same model, backend, lengths, batch) also ran: ``speedup``
 = baseline latency / method latency, its bootstrap interval (``speedup_ci_low``,
-``speedup_ci_high``; :func:`prunebench.timing.ratio_ci`), ``verdict`` (``faster`` /
-``slower`` only where the whole interval is on that side of 1, else ``unclear``) and
-``stable`` (both cells stable).  The same for time to first token and decode per token
-(``ttft_speedup``, ``decode_speedup``, medians' ratios).
+``speedup_ci_high``; :func:`prunebench.timing.ratio_ci`; empty where either cell has too
+few runs for an interval of its median, below 6), ``verdict`` (``faster`` / ``slower``
+only where the whole interval is on that side of 1, else ``unclear``, also where there is
+no interval) and ``stable`` (both cells stable).  The same for time to first token and
+decode per token (``ttft_speedup``, ``decode_speedup``, medians' ratios).  Cells measured
+on different devices (``device`` or ``device_name`` differ, e.g. ``device: auto`` on hosts
+with and without a GPU) are not paired: the pair is left out with a warning naming both.
+
+Every cell file must carry the current cell format's ``schema`` (:data:`CELL_SCHEMA`);
+a cell of another format is refused, naming the file.
 
 ``results/<experiment>/tables/quality.csv`` -- one row per (model, method, budget, evaluation corpus):
 model, family, method, budget, params, params_ratio (vs dense), corpus, ppl with its 95 %
@@ -35,10 +41,16 @@ model's folder name to both; without it the folder name is the method and the bu
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 
-from .io import cell_identity, check_record, read_json, write_csv
+from .io import ArtifactError, cell_identity, check_record, read_json, write_csv
+from .paths import cell_name
+from .records import CELL_SCHEMA, read_perplexity, read_prune_report
+
+log = logging.getLogger(__name__)
+
 
 BENCH_COLUMNS = [
     "model", "family", "method", "budget", "backend", "params", "num_layers", "in_len", "out_len", "batch",
@@ -65,14 +77,20 @@ def split_name(model: str, name: str, variants: dict | None) -> tuple[str, str]:
     return (v["method"], v["budget"]) if v else (name, "")
 
 
-def read_cells(cell_paths: list[str], expect: dict | None = None) -> list[dict]:
-    """Every cell, checked against its path and ``expect`` (``{field: [config key, value]}``,
-    :func:`prunebench.config.cell_expectations`)."""
+def read_cells(cell_paths: list[str], expect: dict | None = None,
+               schemas: tuple[str, ...] = (CELL_SCHEMA,)) -> list[dict]:
+    """Every cell, checked against its path, ``expect`` (``{field: [config key, value]}``,
+    :func:`prunebench.config.cell_expectations`) and its format: its ``schema`` must be one
+    of ``schemas`` (default: this version's, :data:`CELL_SCHEMA`)."""
     records = []
     for p in cell_paths:
         rec = read_json(p, required=("model", "method", "status", "batch"))
         check_record(p, rec, {**{f: ("its path", v) for f, v in cell_identity(p).items()},
                               **{f: (f"config key {key}", v) for f, (key, v) in (expect or {}).items()}})
+        if rec.get("schema") not in schemas:
+            raise ArtifactError(f"{p}: schema is {rec.get('schema')!r} but this version reads "
+                                f"{' or '.join(map(repr, schemas))} -- written by another version of the "
+                                "benchmark; delete it and rerun")
         records.append(rec)
     return records
 
@@ -101,6 +119,10 @@ def _cell_key(rec: dict) -> tuple:
     return rec["model"], rec["method"], rec.get("backend"), rec.get("in_len"), rec.get("out_len"), rec["batch"]
 
 
+def _device(rec: dict) -> str:
+    return f"{rec.get('device')} ({rec.get('device_name')})"
+
+
 def speedup_table(records: list[dict], families: dict[str, str], baseline: str = BASELINE,
                   variants: dict | None = None) -> pd.DataFrame:
     """Every measured cell against its baseline cell (see the module docstring)."""
@@ -113,9 +135,11 @@ def speedup_table(records: list[dict], families: dict[str, str], baseline: str =
         base = by_key.get((model, baseline, backend, i, o, b))
         if method == baseline or base is None:
             continue
-        r, lo, hi = ratio_ci(base["latencies_s"], rec["latencies_s"])
-        if len(base["latencies_s"]) < 2 or len(rec["latencies_s"]) < 2:
-            lo = hi = None  # nothing to resample: no interval
+        if _device(base) != _device(rec):
+            log.warning("not paired: %s ran on %s, %s on %s -- a ratio across devices measures the devices",
+                        cell_name(base), _device(base), cell_name(rec), _device(rec))
+            continue
+        r, lo, hi = ratio_ci(base["latencies_s"], rec["latencies_s"])  # no interval below 6 runs a side
         ratio = (lambda f: base[f] / rec[f] if base.get(f) and rec.get(f) else None)
         meth, tag = split_name(model, method, variants)
         rows.append({
@@ -136,19 +160,22 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
     extra = table_columns()
     reports = {}
     for p in report_paths:
-        r = read_json(p, required=("model", "method", "params_after"))
+        r = read_prune_report(p)
         reports[(r["model"], r["method"])] = r
     rows = []
     for p in ppl_paths:
-        rec = read_json(p, required=("model", "method", "params"))
-        r = reports.get((rec["model"], rec["method"]), {})
+        rec = read_perplexity(p)
+        r = reports.get((rec["model"], rec["method"]))
+        if r is None:  # its parameter ratio and method columns come from the report
+            raise ArtifactError(f"{p}: no prune report of model {rec['model']!r}, method {rec['method']!r} "
+                                f"among the {len(report_paths)} given")
         dense = r.get("params_before") or rec["params"]
         meth, tag = split_name(rec["model"], rec["method"], variants)
         method = REGISTRY.get(r.get("algorithm"))
         base = {
             "model": rec["model"], "family": families.get(rec["model"], rec["model"]),
             "method": meth, "budget": tag, "params": rec["params"], "params_ratio": rec["params"] / dense,
-            "ppl_status": rec.get("status"), "weights": rec.get("weights"),
+            "weights": rec.get("weights"),
             "widths_from_weights": bool(r.get("widths_from_weights")),
             **dict.fromkeys(extra, ""), **(method.table_fields(r) if method else {}),
         }
@@ -156,7 +183,8 @@ def quality_table(ppl_paths: list[str], report_paths: list[str], families: dict[
         if not corpora:  # skipped (random weights), or a record of one corpus
             corpora = {rec.get("corpus"): {k: rec.get(k) for k in ("ppl", "n_windows")}}
         for corpus, c in corpora.items():
-            rows.append({**base, "corpus": corpus, "held_out": bool(c.get("held_out_from_calibration")),
+            rows.append({**base, "corpus": corpus, "ppl_status": c.get("status", rec.get("status")),
+                         "held_out": bool(c.get("held_out_from_calibration")),
                          **{k: c.get(k) for k in ("ppl", "ppl_ci_low", "ppl_ci_high", "nll", "nll_ci_low",
                                                   "nll_ci_high", "n_windows")}})
     return pd.DataFrame(rows, columns=QUALITY_COLUMNS + extra).sort_values(
@@ -171,7 +199,7 @@ def baseline(report_paths: list[str]) -> str:
 
     found = set()
     for p in report_paths:
-        r = read_json(p, required=("method",))
+        r = read_prune_report(p)
         m = REGISTRY.get(r.get("algorithm"))
         if m is not None and not m.copies_weights:
             found.add(r["method"])

@@ -52,11 +52,12 @@ from . import timing as _timing
 from .devices import (free_device_memory, host_load, kernel_time, measure_copy_bandwidth, process_age,
                       resolve_device, sync)
 from .io import write_json
+from .records import CELL_SCHEMA
 from .roofline import kv_cache_bytes, roofline_seconds, weight_bytes
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "prunebench-bench-cell/2"
+SCHEMA = CELL_SCHEMA  #: the cell format (prunebench.records)
 FIELDS = (
     "schema", "model", "method", "backend", "in_len", "out_len", "batch", "params", "num_layers",
     "weights", "dtype", "attn_implementation", "device", "device_name", "gpu_uuid", "status", "error",
@@ -224,7 +225,7 @@ def run(model_dir: str, out_path: str, *, model_name: str, method: str, backend:
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    man = read_manifest(model_dir)
+    man = read_manifest(model_dir, model=model_name, method=method)
     rec = {k: None for k in FIELDS}
     rec.update(schema=SCHEMA, model=model_name, method=method, backend=backend, in_len=in_len,
                out_len=out_len, batch=batch, params=man["params"], num_layers=man["num_layers"],

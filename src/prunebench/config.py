@@ -8,7 +8,10 @@ methods are registered and their settings pass the method's schema; model paths 
 folders or well-formed hub ids; architectures have only keys of their config class and
 build on the meta device (:mod:`prunebench.architecture`); budgets are finite, at least one
 parameter, below the dense model and inside every method's reachable range
-(:func:`prunebench.methods.budget_problem`); benchmark subsets name existing entries.
+(:func:`prunebench.methods.budget_problem`); benchmark subsets name existing entries;
+where a model's config is known (``architecture``, a local folder), no token length exceeds
+its context (``max_position_embeddings``): calibration and perplexity windows, and a
+benchmarked model's longest prompt plus its longest output.
 
 Start-up cost: the checks across keys need the method registry, the model arithmetic and
 the corpus sources, which import torch (seconds).  With ``stamp_dir`` (the Snakefile passes
@@ -26,72 +29,15 @@ from pathlib import Path
 
 import yaml
 
+# the schema machinery (re-exported: the methods check their settings with settings_problems)
+from .schemacheck import NAME_RULE, _path, _problems, _validator, settings_problems  # noqa: F401
+
 #: the config schema, shipped with the package (the Snakefile validates against this file too)
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
     """The config has values the pipeline refuses."""
-
-
-def _path(parts) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "<top level>"
-
-
-def _validator(schema: dict):
-    from jsonschema import Draft202012Validator, validators
-
-    base = Draft202012Validator
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = _copy(sub["default"])
-        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
-
-    # an integer is an int: JSON Schema counts 2.0 as one, a batch of 2.0 is refused here
-    checker = base.TYPE_CHECKER.redefine("integer", lambda _c, x: isinstance(x, int) and not isinstance(x, bool))
-    cls = validators.extend(base, {"properties": set_defaults}, type_checker=checker)
-    return cls(schema)
-
-
-def _copy(v):
-    import copy
-
-    return copy.deepcopy(v)
-
-
-NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100 characters"
-
-
-def _problems(validator, instance, prefix: tuple = ()) -> list[tuple[tuple, str]]:
-    """``(path, what is wrong)`` for every schema error; a missing or unknown key is reported
-    at its own path (``benchmark.input_lengths``), not at its parent's."""
-    out = []
-    for err in validator.iter_errors(instance):
-        path, inst = prefix + tuple(err.absolute_path), err.instance
-        if err.validator == "required" and isinstance(inst, dict):
-            out += [(path + (k,), "required, missing") for k in err.validator_value if k not in inst]
-        elif err.validator == "additionalProperties" and err.validator_value is False and isinstance(inst, dict):
-            allowed = err.schema.get("properties", {})
-            out += [(path + (k,), f"unknown key; allowed here: {sorted(allowed)}") for k in inst if k not in allowed]
-        elif "propertyNames" in err.schema_path:
-            reserved = "; 'base' is reserved" if path == ("methods",) and inst == "base" else ""
-            out.append((path + (inst,), f"name {inst!r} is not allowed ({NAME_RULE}){reserved}"))
-        else:
-            out.append((path, err.message))
-    # one "required" error per missing key, each listing them all: every problem once
-    return sorted(dict.fromkeys(out), key=lambda t: [str(x) for x in t[0]])
-
-
-def settings_problems(schema: dict, settings: dict) -> list[tuple[str, str]]:
-    """``(dotted key, what is wrong)`` of ``settings`` against a method's ``schema``; fills
-    the schema's defaults into ``settings`` (in place)."""
-    return [(_path(p), msg) for p, msg in _problems(_validator(schema), settings)]
 
 
 def schema_problems(config: dict, schema_path: str | os.PathLike = SCHEMA) -> list[tuple[tuple, str]]:
@@ -148,6 +94,8 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
             errs += _budget_list_errors(name, spec)
         if ok("models", name, "weights"):
             errs += _model_errors(name, spec, ok, methods, seen)
+            if ok("models", name, "architecture") and ok("models", name, "path"):
+                errs += _context_errors(config, name, spec, ok)
 
     bench = _mapping(config, "benchmark")
     t = bench.get("timing") if ok("benchmark", "timing") else None
@@ -166,6 +114,50 @@ def semantic_errors(config: dict, bad=(), seen: list | None = None) -> list[str]
     if ok("frontier") and ok("benchmark") and ok("methods") and isinstance(config.get("frontier"), dict):
         errs += _frontier_errors(config)
     return list(dict.fromkeys(errs))
+
+
+def context_length(spec: dict) -> int | None:
+    """``max_position_embeddings`` of a ``models.<name>`` entry's config, from ``architecture``
+    (the family's default where not given) or a local folder's config.json; None where not
+    known before the source stage runs (a hub model, GGUF, a config that does not build)."""
+    from .architecture import build_config, local_config
+
+    try:
+        if spec.get("architecture"):
+            cfg = build_config(spec["architecture"])
+        elif spec.get("weights") in ("pretrained", "random") and local_config(spec.get("path")):
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(local_config(spec["path"]).parent)
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - the architecture checks report it
+        return None
+    n = getattr(cfg, "max_position_embeddings", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def _context_errors(config: dict, name: str, spec: dict, ok) -> list[str]:
+    """Token lengths beyond ``models.<name>``'s context (:func:`context_length`): the
+    calibration windows, the perplexity windows (not computed for random weights) and, for a
+    benchmarked model, the longest prompt plus the longest output."""
+    ctx = context_length(spec)
+    if ctx is None:
+        return []
+    beyond = f"beyond models.{name}'s context (max_position_embeddings {ctx})"
+    errs = []
+    for key in ("calibration", "perplexity") if spec["weights"] != "random" else ("calibration",):
+        n = _mapping(config, key).get("seq_len")
+        if ok(key, "seq_len") and isinstance(n, int) and n > ctx:
+            errs.append(f"config key {key}.seq_len: {n} tokens, {beyond}")
+    b = _mapping(config, "benchmark")
+    if (ok("benchmark", "models") and ok("benchmark", "input_lengths") and ok("benchmark", "output_lengths")
+            and name in (b.get("models") or _mapping(config, "models"))):
+        i, o = max(b["input_lengths"]), max(b["output_lengths"])
+        if i + o > ctx:
+            errs.append(f"config key benchmark.input_lengths: a {i}-token prompt and {o} generated tokens "
+                        f"(benchmark.output_lengths) make {i + o} tokens, {beyond}")
+    return errs
 
 
 def _frontier_errors(config: dict) -> list[str]:

@@ -144,18 +144,23 @@ def run(split: str, spec: dict, corpus_path: str, out_path: str, *, model_name: 
 
 
 def save_tokens(path: str, ids: torch.Tensor, meta: dict) -> None:
+    """Write ``ids`` and their sidecar ``meta`` (``shape`` set to the ids' shape)."""
     from safetensors.torch import save_file
 
+    sidecar(path).unlink(missing_ok=True)  # ids without their sidecar are never read
     with atomic_path(path) as tmp:
         save_file({"input_ids": ids.contiguous()}, str(tmp))
-    write_json(sidecar(path), meta)
+    write_json(sidecar(path), {**meta, "shape": list(ids.shape)})
 
 
 def sidecar(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def load_tokens(path: str | Path) -> tuple[torch.Tensor, dict]:
+def load_tokens(path: str | Path, *, model: str | None = None) -> tuple[torch.Tensor, dict]:
+    """The token ids at ``path`` and their sidecar, which must be there and match them: its
+    ``shape`` the ids' shape, and where ``model`` is given its ``model`` that name (the
+    windows were tokenised for that model).  :class:`ArtifactError` naming the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -163,5 +168,15 @@ def load_tokens(path: str | Path) -> tuple[torch.Tensor, dict]:
         ids = load_file(str(path))["input_ids"]
     except (SafetensorError, OSError, KeyError) as exc:
         raise ArtifactError(f"{path}: cannot read token ids ({exc}); delete it and rerun") from None
-    meta = read_json(sidecar(path)) if sidecar(path).exists() else {}
+    side = sidecar(path)
+    if not side.exists():
+        raise ArtifactError(f"{side}: file not found; the token ids {path} come with it (corpus, tokenizer, "
+                            "shape) -- delete them and rerun")
+    meta = read_json(side, required=("shape",) + (("model",) if model is not None else ()))
+    if meta["shape"] != list(ids.shape):
+        raise ArtifactError(f"{side}: shape {meta['shape']} but {path} holds {list(ids.shape)} -- the two were "
+                            "written apart; delete them and rerun")
+    if model is not None and meta["model"] != model:
+        raise ArtifactError(f"{side}: the token ids are {meta['model']!r}'s, not {model!r}'s (another "
+                            "tokenizer) -- delete them and rerun")
     return ids, meta

@@ -7,17 +7,25 @@ that was not timed at that cell takes the speed-up of a timed model of the same 
 family with the same shapes (same layer count and per-layer widths, from the prune
 reports): a model's speed depends on its shapes, not on its values, so every whole-block
 method removing the same number of blocks shares one timed model (``timed_as`` names it).
-Dense is the point (1, its perplexity).
+Dense is the point (1, its perplexity).  ``stable`` (both cells stable) and ``verdict``
+(``faster`` / ``slower`` only where the speed-up's interval excludes 1) come with the
+speed-up from ``speedups.csv``; both are empty for dense.
 
 ``on_front``: the point is on the Pareto front of its (model, corpus) -- no other point is
 at least as fast with at most its perplexity and better in one of the two
-(:func:`pareto_front`).  ``note`` says where a method chose its layer widths from the
-weights (``widths_from_weights`` in its report) and the weights are random: that shape is
-not the method's shape on a trained model.
+(:func:`pareto_front`), by the speed-up's point estimate: a point whose cells are unstable
+(or too few runs for an interval) stays in the table and on the front, marked in the
+figure.  ``note`` says where a method chose its layer widths from the weights
+(``widths_from_weights`` in its report) and the weights are random: that shape is not the
+method's shape on a trained model.
 
 One panel per (model, corpus): perplexity on a log axis against speed-up, one marker per
 method, each point labelled with its budget, 95 % intervals as bars, the front drawn as a
-step line and its points named.
+step line and its points named; a hollow marker is a speed-up from unstable cells
+(``stable`` false: a wide interval, or none).
+
+The tables are read with their identifier columns (model, method, budget, corpus...) as
+text, as written: a model or method named ``NA``, ``null`` or ``7`` stays that name.
 """
 from __future__ import annotations
 
@@ -26,11 +34,15 @@ import math
 
 import pandas as pd
 
-from .io import read_json, write_csv
+from .io import write_csv
+from .records import read_prune_report
 
 COLUMNS = ["model", "family", "method", "budget", "params", "params_ratio", "corpus", "ppl", "ppl_ci_low",
            "ppl_ci_high", "held_out", "backend", "in_len", "out_len", "batch", "speedup", "speedup_ci_low",
-           "speedup_ci_high", "timed_as", "on_front", "weights", "note"]
+           "speedup_ci_high", "stable", "verdict", "timed_as", "on_front", "weights", "note"]
+#: columns read as text, never as numbers or missing values
+ID_COLUMNS = ("model", "family", "method", "budget", "corpus", "backend", "weights", "ppl_status", "verdict",
+              "timed_as", "note")
 RANDOM_WIDTHS = "widths chosen from random weights: not the method's shape on a trained model"
 
 
@@ -92,12 +104,15 @@ def table(quality: pd.DataFrame, speedups: pd.DataFrame, reports: list[dict], ce
         row.update(cell)
         row["budget"] = _tag(q.budget)
         if is_dense:
-            row.update(speedup=1.0, speedup_ci_low=None, speedup_ci_high=None, timed_as=q.method)
+            row.update(speedup=1.0, speedup_ci_low=None, speedup_ci_high=None, stable=None, verdict="",
+                       timed_as=q.method)
         elif sp is not None:
             row.update(speedup=sp.speedup, speedup_ci_low=sp.speedup_ci_low, speedup_ci_high=sp.speedup_ci_high,
+                       stable=_flag(getattr(sp, "stable", None)), verdict=_tag(getattr(sp, "verdict", None)),
                        timed_as=_label(src[1], src[2]))
         else:
-            row.update(speedup=None, speedup_ci_low=None, speedup_ci_high=None, timed_as="")
+            row.update(speedup=None, speedup_ci_low=None, speedup_ci_high=None, stable=None, verdict="",
+                       timed_as="")
         row["note"] = RANDOM_WIDTHS if rep.get("widths_from_weights") and q.weights == "random" else ""
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -109,6 +124,27 @@ def table(quality: pd.DataFrame, speedups: pd.DataFrame, reports: list[dict], ce
 
 def _tag(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _flag(v) -> bool | None:
+    """A ``stable`` value as read (bool, or its text ``True`` / ``False``); None if missing."""
+    text = _tag(v).strip().lower()
+    return True if text == "true" else False if text == "false" else None
+
+
+def unstable(df: pd.DataFrame) -> pd.Series:
+    """The rows whose speed-up comes from unstable cells (``stable`` false)."""
+    if "stable" not in df:
+        return pd.Series(False, index=df.index)
+    return df["stable"].map(_flag).eq(False)
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """A CSV table with :data:`ID_COLUMNS` as text as written (empty: ``""``) and the other
+    columns' empty fields as missing values."""
+    cols = list(pd.read_csv(path, nrows=0).columns)
+    return pd.read_csv(path, dtype={c: str for c in cols if c in ID_COLUMNS}, keep_default_na=False,
+                       na_values={c: [""] for c in cols if c not in ID_COLUMNS})
 
 
 def _label(method: str, budget: str) -> str:
@@ -135,6 +171,7 @@ def draw(df: pd.DataFrame, title: str):
     for ax, (fam, corpus) in zip(axes[0], panels):
         sub = df[(df["family"] == fam) & (df["corpus"] == corpus)]
         pts = sub[sub["speedup"].notna() & sub["ppl"].notna()]
+        weak = unstable(pts)
         for m in methods:
             s = pts[pts["method"] == m]
             if s.empty:
@@ -143,9 +180,16 @@ def draw(df: pd.DataFrame, title: str):
             ax.errorbar(s["speedup"], s["ppl"],
                         yerr=_err(s, "ppl"), xerr=_err(s, "speedup"), fmt=markers[m], color=palette[m],
                         ms=5, elinewidth=0.7, capsize=1.5, label=label, ls="none")
+            hollow = s[weak[s.index]]
+            if not hollow.empty:  # over the filled marker: white inside, the method's colour around
+                ax.plot(hollow["speedup"], hollow["ppl"], ls="none", marker=markers[m], ms=5, mfc="white",
+                        mec=palette[m], zorder=3)
             for x, y, b in zip(s["speedup"], s["ppl"], s["budget"]):
                 if b:
                     ax.annotate(b, (x, y), textcoords="offset points", xytext=(4, -8), fontsize=5, color="dimgrey")
+        if weak.any():
+            ax.plot([], [], ls="none", marker="o", ms=5, mfc="white", mec="grey",
+                    label="hollow: speed-up from unstable cells (wide interval or none)")
         front = pts[pts["on_front"]].sort_values("speedup")
         if not front.empty:
             ax.step(front["speedup"], front["ppl"], where="post", color="black", lw=0.9, alpha=0.6,
@@ -185,9 +229,9 @@ def run(quality_csv: str, speedups_csv: str, reports: list[str], cell: dict, tab
         out_pdf: str, variants: dict | None = None) -> None:
     from .figure import save
 
-    quality = pd.read_csv(quality_csv, keep_default_na=True)
-    speedups = pd.read_csv(speedups_csv)
-    recs = [read_json(p, required=("model", "method")) for p in reports]
+    quality = read_table(quality_csv)
+    speedups = read_table(speedups_csv)
+    recs = [read_prune_report(p) for p in reports]
     df = table(quality, speedups, recs, cell, variants or {})
     write_csv(table_out, df)
     weights = ", ".join(sorted(set(map(str, df["weights"].dropna()))))

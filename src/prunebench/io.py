@@ -9,10 +9,14 @@ rerun could mistake for a finished result.  Reads go through ``read_json`` /
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,17 +27,70 @@ class ArtifactError(RuntimeError):
     """A pipeline artifact is missing, truncated or malformed."""
 
 
+#: a temporary file whose writer cannot be asked whether it runs (another host, an older
+#: name without one) is left by a killed writer once it is this old (seconds)
+STALE_AGE = 24 * 3600
+
+
+def _writer_tag() -> str:
+    """This host and process namespace, short: a temporary file's writer is asked whether it
+    still runs only where it ran on the same host, in the same process namespace."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{ns}".encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by killed writers, never one a writer
+    still writes: a temporary file's name carries its writer's pid and :func:`_writer_tag`;
+    one written on this host in this namespace is removed once its writer has exited, any
+    other (another host's, or named without a writer) once it is :data:`STALE_AGE` old."""
+    prefix, tag = f".{path.name}.", _writer_tag()
+    own = re.compile(r"(\d+)-([0-9a-f]{8})\.")
+    for stale in path.parent.glob(f"{_glob_escape(prefix)}*.tmp"):
+        m = own.match(stale.name[len(prefix):])
+        try:
+            if m and m.group(2) == tag:
+                gone = not _alive(int(m.group(1)))
+            else:
+                gone = time.time() - stale.stat().st_mtime > STALE_AGE
+            if gone:
+                stale.unlink()
+        except OSError:  # removed meanwhile, or not ours to remove
+            pass
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by :meth:`pathlib.Path.glob`."""
+    return re.sub(r"([*?[])", r"[\1]", text)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched.  Several
+    writers of one path (threads, processes, hosts) may run at once: each has its own
+    temporary file, the last rename wins, and no writer removes another's file while it runs
+    (:func:`_remove_stale`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    _remove_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_writer_tag()}.", suffix=suffix + ".tmp",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)

@@ -11,6 +11,14 @@ perplexity's interval is its exponential.  The record holds one entry per corpus
 ``corpora`` (``first_block_run``: the block its scoring started at, 0 unless it started from
 the base model's recorded block inputs, :mod:`prunebench.prefix_states`); ``ppl`` is the
 first corpus's.
+
+A diverged evaluation is a result, not a perplexity: where a window's NLL is NaN or infinite,
+or a perplexity (or its interval's end) overflows ``exp``, the corpus's entry has ``status:
+"diverged"`` and ``diverged`` saying what (its non-finite values are written as null), and
+so has the record (``reason``: every such corpus); ``status: "ok"`` only where every
+perplexity is finite.  The record is tagged ``schema``:
+:data:`~prunebench.records.PERPLEXITY_SCHEMA` (read back with
+:func:`prunebench.records.read_perplexity`).
 """
 from __future__ import annotations
 
@@ -21,6 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .likelihood import mean_nll, model_nll
+from .records import PERPLEXITY_SCHEMA
+
+#: the largest mean NLL whose exponential is reported; above it the perplexity overflows
+MAX_NLL = 700.0
 
 
 @torch.no_grad()
@@ -112,6 +124,13 @@ def _betainc(a: float, b: float, x: float) -> float:
     return front * (f - 1.0)
 
 
+def _exp(v: float | None) -> float | None:
+    """``exp(v)``; inf above :data:`MAX_NLL`, NaN for NaN, None for None."""
+    if v is None or math.isnan(v):
+        return v
+    return math.exp(v) if v < MAX_NLL else float("inf")
+
+
 def nll_summary(nlls: torch.Tensor, level: float = 0.95) -> dict:
     """Mean NLL over windows with its ``level`` interval (Student's t), and the perplexity
     with the interval's exponential (null interval for a single window)."""
@@ -120,15 +139,30 @@ def nll_summary(nlls: torch.Tensor, level: float = 0.95) -> dict:
     half = None
     if n >= 2:
         half = t_quantile(0.5 + level / 2, n - 1) * float(nlls.std(unbiased=True)) / math.sqrt(n)
-    ppl = (lambda v: math.exp(v) if v is not None and v < 700 else (None if v is None else float("inf")))
     lo, hi = (mean - half, mean + half) if half is not None else (None, None)
-    return {"ppl": ppl(mean), "ppl_ci_low": ppl(lo), "ppl_ci_high": ppl(hi), "nll": mean,
+    return {"ppl": _exp(mean), "ppl_ci_low": _exp(lo), "ppl_ci_high": _exp(hi), "nll": mean,
             "nll_ci_low": lo, "nll_ci_high": hi, "n_windows": n}
 
 
+def divergence(nlls: torch.Tensor, summary: dict) -> str | None:
+    """What is not finite in one corpus's scores (``nlls``: each window's mean NLL,
+    ``summary``: :func:`nll_summary` of them); None where every value is finite."""
+    nan, inf = int(torch.isnan(nlls).sum()), int(torch.isinf(nlls).sum())
+    if nan or inf:
+        kinds = ", ".join(f"{k} {w}" for k, w in ((nan, "NaN"), (inf, "infinite")) if k)
+        return f"{nan + inf} of {nlls.numel()} windows have a non-finite mean NLL ({kinds})"
+    if nlls.numel() == 0:
+        return "no windows scored"
+    for key, nll_key, what in (("ppl", "nll", "the mean NLL"), ("ppl_ci_high", "nll_ci_high",
+                                                                  "the upper end of its 95 % interval")):
+        v = summary.get(key)
+        if v is not None and not math.isfinite(v):
+            return f"{what} ({summary[nll_key]:.6g}) is too large for exp (above {MAX_NLL:g}): the perplexity overflows"
+    return None
+
+
 def perplexity(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = False) -> float:
-    nll = mean_nll(model, ids, batch_size, progress, desc="perplexity")
-    return math.exp(nll) if nll < 700 else float("inf")
+    return _exp(mean_nll(model, ids, batch_size, progress, desc="perplexity"))
 
 
 def run(models: dict, data_paths: dict, *, model_name: str, batch_size: int, device: str, dtype: str,
@@ -143,7 +177,7 @@ def run(models: dict, data_paths: dict, *, model_name: str, batch_size: int, dev
     Returns ``{folder name: perplexity on the first corpus}``."""
     from . import data as data_mod
 
-    windows = {name: data_mod.load_tokens(path) for name, path in data_paths.items()}
+    windows = {name: data_mod.load_tokens(path, model=model_name) for name, path in data_paths.items()}
     return {name: score(m["model_dir"], windows, m["out_path"], model_name=model_name, method=name,
                         batch_size=batch_size, device=device, dtype=dtype, states_dir=states_dir)["ppl"]
             for name, m in models.items()}
@@ -158,8 +192,8 @@ def score(model_dir: str, windows: dict, out_path: str, *, model_name: str, meth
     from .devices import resolve_device
     from .models import load_model, read_manifest, weights_kind
 
-    man = read_manifest(model_dir)
-    record = {"model": model_name, "method": method, "params": man["params"],
+    man = read_manifest(model_dir, model=model_name, method=method)
+    record = {"schema": PERPLEXITY_SCHEMA, "model": model_name, "method": method, "params": man["params"],
               "weights": weights_kind(model_dir)}
     if record["weights"] == "random":
         record.update(ppl=None, status="skipped", corpora={},
@@ -179,12 +213,18 @@ def score(model_dir: str, windows: dict, out_path: str, *, model_name: str, meth
                            start=start, start_input=start_input, record=seen)
         if seen:
             store.record(model, ids, batch_size, seen)
-        corpora[name] = {**nll_summary(nlls), "seq_len": int(ids.shape[1]), "corpus": meta.get("corpus"),
+        summary = nll_summary(nlls)
+        why = divergence(nlls, summary)
+        corpora[name] = {**summary, "status": "diverged" if why else "ok", "diverged": why,
+                         "seq_len": int(ids.shape[1]), "corpus": meta.get("corpus"),
                          "held_out_from_calibration": bool(meta.get("held_out_from_calibration")),
                          "first_block_run": start, "seconds": round(time.perf_counter() - t0, 3)}
     first = next(iter(corpora.values()))
-    record.update(ppl=first["ppl"], status="ok", corpora=corpora, n_windows=first["n_windows"],
-                  seq_len=first["seq_len"], corpus=first["corpus"], device=str(dev), dtype=dtype,
-                  seconds=round(sum(c["seconds"] for c in corpora.values()), 3))
+    diverged = [f"{name}: {c['diverged']}" for name, c in corpora.items() if c["diverged"]]
+    record.update(ppl=first["ppl"], status="diverged" if diverged else "ok", corpora=corpora,
+                  n_windows=first["n_windows"], seq_len=first["seq_len"], corpus=first["corpus"], device=str(dev),
+                  dtype=dtype, seconds=round(sum(c["seconds"] for c in corpora.values()), 3))
+    if diverged:
+        record["reason"] = "diverged evaluation: " + "; ".join(diverged)
     write_json(out_path, record)
     return record

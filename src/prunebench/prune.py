@@ -14,6 +14,10 @@ The budget is checked against the range the method declares for the loaded model
 pruning, and the pruned model against the method's tolerance before anything is written
 (:func:`prunebench.methods.budget_problem`, :func:`~prunebench.methods.result_problem`): a
 miss is a ``ConfigError`` naming ``models.<name>.budget``, not a mislabelled model.
+
+The report is tagged ``schema``: :data:`~prunebench.records.PRUNE_REPORT_SCHEMA` (read back
+with :func:`prunebench.records.read_prune_report`).  The base folder must be ``model_name``'s
+(its manifest's ``model``, ``method: base``) and the calibration windows tokenised for it.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from .io import write_json
 from .config import ConfigError
 from .methods import Budget, arch_info, budget_problem, get_method, result_problem
 from .devices import resolve_device
-from .models import count_params, load_model, save_model, save_reference, weights_kind
+from .models import count_params, load_model, read_manifest, save_model, save_reference, weights_kind
+from .records import PRUNE_REPORT_SCHEMA
 
 
 
@@ -43,6 +48,7 @@ def run(base_dir: str, calibration_path: str | None, out_dir: str, report_path: 
         settings = method.settings({k: v for k, v in method_spec.items() if k != "method"})
     except ValueError as exc:
         raise ConfigError(f"config key methods.{method_name}.{exc}") from None
+    read_manifest(base_dir, model=model_name, method="base")
     weights = weights_kind(base_dir)
     if not method.copies_weights:
         # no copy of the weights: the folder points at the base model
@@ -57,7 +63,7 @@ def run(base_dir: str, calibration_path: str | None, out_dir: str, report_path: 
             if not calibration_path:
                 raise ConfigError(f"config key methods.{method_name}.method: {algo!r} needs calibration data "
                                   "and none was given (calibration_path)")
-            calib, calib_meta = data_mod.load_tokens(calibration_path)
+            calib, calib_meta = data_mod.load_tokens(calibration_path, model=model_name)
         key = f"models.{model_name}.budget"
         budget = Budget.from_config(budget_cfg, count_params(model), key=key)
         info = arch_info(model)
@@ -78,7 +84,7 @@ def run(base_dir: str, calibration_path: str | None, out_dir: str, report_path: 
         if calib_meta is not None:
             report["calibration"] = calib_meta
         report["device"] = str(dev)
-    report = {"model": model_name, "method": method_name, "algorithm": algo,
+    report = {"schema": PRUNE_REPORT_SCHEMA, "model": model_name, "method": method_name, "algorithm": algo,
               "settings": settings, "weights": weights, **report,
               "structure": man.get("structure"), "num_layers": man["num_layers"],
               "seconds": round(time.perf_counter() - t0, 2)}

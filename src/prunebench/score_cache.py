@@ -9,15 +9,20 @@ runs the budgets of one method one after the other, so SLEB's later budget conti
 from the earlier one's steps, and the PPL criterion scores once), and a method scoring
 the same sets (SLEB's first step is the PPL criterion's) finds them too.
 
-One JSON file per key (a hash of the calibration tokens, the batch size, device type,
-dtype and a sample of every parameter: shapes and 4096 strided values of each tensor),
-``{"<sorted blocks>": nll}``; writes merge with what is there under an exclusive lock
-and replace the file atomically.  Without the variable nothing is read or written.
+One JSON file per key (a hash of :data:`VERSION`, the calibration tokens, the batch size,
+device type, dtype and a sample of every parameter: shapes and 4096 strided values of each
+tensor), ``{"<sorted blocks>": nll}``; writes merge with what is there under an exclusive
+lock and replace the file atomically.  Without the variable nothing is read or written.
 
-Besides NLLs, one named set of tensors per key (:func:`open_tensors`):
-``<key>-<name>.safetensors``, written once, atomically, under the same lock -- the
-calibration gradient's saliency sums that Taylor+ and LLM-Pruner share
-(:mod:`prunebench.methods.saliency`).
+Besides NLLs, named sets of tensors (:func:`open_tensors`): ``<key>-<name>.safetensors``,
+the key hashing also the set's name and its own version (the code that computes it), written
+once, atomically, under the same lock -- the calibration gradient's saliency sums that
+Taylor+ and LLM-Pruner share (:mod:`prunebench.methods.saliency`, which checks what it reads
+against the model's parameters and computes again where it does not fit).
+
+Values of older code are never read: :data:`VERSION` (and a tensor set's version) is part of
+the key, so bumping it when what a value means or how it is computed changes leaves the old
+files unread (they can be deleted).
 """
 from __future__ import annotations
 
@@ -30,10 +35,15 @@ import torch
 
 ENV = "PRUNEBENCH_SCORE_CACHE"
 SAMPLE = 4096
+#: version of the keys and of the calibration NLLs: bumped where they change meaning
+VERSION = 2
 
 
-def fingerprint(model, calibration: torch.Tensor, batch_size: int) -> str:
-    h = hashlib.sha256()
+def fingerprint(model, calibration: torch.Tensor, batch_size: int, tag: str = "") -> str:
+    """The key of ``model``'s values on ``calibration`` in batches of ``batch_size``
+    (module docstring); ``tag``: what else the values depend on (a tensor set's name and
+    version)."""
+    h = hashlib.sha256(f"prunebench-score-cache/{VERSION}|{tag}|".encode())
     h.update(calibration.detach().cpu().contiguous().numpy().tobytes())
     p0 = next(model.parameters())
     h.update(f"{calibration.shape}|{batch_size}|{p0.device.type}|{p0.dtype}".encode())
@@ -123,11 +133,14 @@ def _root() -> Path | None:
     return Path(root) if root else None
 
 
-def open_tensors(model, calibration: torch.Tensor, batch_size: int, name: str) -> TensorStore:
+def open_tensors(model, calibration: torch.Tensor, batch_size: int, name: str, version: int = 1) -> TensorStore:
+    """The tensor set ``name`` of the code at ``version`` (bumped where that code changes what
+    it stores: sets of older code are not read)."""
     root = _root()
     if root is None:
         return TensorStore(None)
-    return TensorStore(root / f"{fingerprint(model, calibration, batch_size)}-{name}.safetensors")
+    key = fingerprint(model, calibration, batch_size, tag=f"{name}/{version}")
+    return TensorStore(root / f"{key}-{name}.safetensors")
 
 
 def open_for(model, calibration: torch.Tensor, batch_size: int) -> Store:

@@ -21,8 +21,11 @@ Stopping rule (:class:`StoppingRule`)
 Ratios (:func:`ratio_ci`)
     The speed-up of a method over dense is ``median(dense) / median(method)``; its interval
     is a percentile bootstrap: both run sets resampled with replacement, seeded, so a
-    report regenerates byte for byte.  A method is *faster* only where the whole interval
-    lies above 1 (:func:`verdict`).
+    report regenerates byte for byte.  There is no ratio interval where either cell has
+    too few runs for an interval of its median (:func:`has_median_ci`: below 6 runs): a
+    bootstrap over so few runs understates the uncertainty (over 2 runs a side, about a third of
+    equally fast pairs come out faster or slower).  A method is *faster* only where the
+    whole interval lies above 1 (:func:`verdict`).
 """
 from __future__ import annotations
 
@@ -59,6 +62,11 @@ def median_ci_ranks(n: int, level: float = LEVEL) -> tuple[int, int] | None:
         else:
             break
     return None if best is None else (best, n + 1 - best)
+
+
+def has_median_ci(n: int, level: float = LEVEL) -> bool:
+    """Whether ``n`` runs have a ``level`` interval of their median (at 95 %: ``n >= 6``)."""
+    return median_ci_ranks(n, level) is not None
 
 
 def median_ci(values: list[float], level: float = LEVEL) -> tuple[float, float] | None:
@@ -157,7 +165,8 @@ class Repeat:
     ``warmup_runs`` warm-up runs come first.  Then, while the first two timed runs disagree
     by more than ``settle_rel``, the first is taken as one more warm-up run (up to
     ``max_warmup_runs`` warm-ups in all): warm-up lasts until the latency settles, at no cost
-    where it already has.  ``clock`` is the time source of ``max_seconds`` (tests pass a fake)."""
+    where it already has.  ``max_seconds`` counts the runs that stay timed: a run taken as
+    warm-up does not count.  ``clock`` is the time source of ``max_seconds`` (tests pass a fake)."""
 
     rule: StoppingRule
     warmups: list[float] = field(default_factory=list)
@@ -168,12 +177,14 @@ class Repeat:
         rule = self.rule
         for _ in range(rule.warmup_runs):
             self.warmups.append(run_warmup())
-        t0 = clock()
+        t0 = clock()  # start of the first timed run: max_seconds counts timed runs only
         while True:
+            start = clock()
             self.latencies.append(run_timed())
             if (len(self.latencies) == 2 and len(self.warmups) < rule.max_warmup_runs
                     and not rule.settled(*self.latencies)):
                 self.warmups.append(self.latencies.pop(0))
+                t0 = start  # the run taken as warm-up does not count against max_seconds
             if progress is not None:
                 progress(self.latencies)
             stop, why = rule.done(self.latencies, clock() - t0)
@@ -185,14 +196,16 @@ class Repeat:
 # --------------------------------------------------------------------------- ratios
 
 def ratio_ci(base: list[float], other: list[float], *, level: float = LEVEL, n_boot: int = 2000,
-             seed: int = 0) -> tuple[float, float, float]:
+             seed: int = 0) -> tuple[float, float | None, float | None]:
     """``median(base) / median(other)`` and its percentile-bootstrap interval ``(ratio, lo, hi)``.
 
-    With one run on either side the interval is the point (nothing to resample): callers
-    should treat cells without an interval as unstable."""
+    ``lo = hi = None`` (no interval) where either side has too few runs for a ``level``
+    interval of its median (:func:`has_median_ci`)."""
     if not base or not other:
         raise ValueError("ratio_ci: empty run list")
     point = statistics.median(base) / statistics.median(other)
+    if not (has_median_ci(len(base), level) and has_median_ci(len(other), level)):
+        return point, None, None
     rng = random.Random(seed)
     boots = []
     nb, no = len(base), len(other)
@@ -205,7 +218,8 @@ def ratio_ci(base: list[float], other: list[float], *, level: float = LEVEL, n_b
 
 
 def verdict(lo: float | None, hi: float | None) -> str:
-    """``faster`` (interval above 1), ``slower`` (below 1) or ``unclear``."""
+    """``faster`` (interval above 1), ``slower`` (below 1) or ``unclear`` (the interval
+    holds 1, or there is none)."""
     if lo is None or hi is None:
         return "unclear"
     if lo > 1:

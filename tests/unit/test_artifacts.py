@@ -69,7 +69,7 @@ def test_reference_and_random_folders(tiny_model, tmp_path):
 
 
 def _cell(tmp_path, method, batch, latency, status="ok", params=100, backend="hf-eager"):
-    rec = {"schema": "x", "model": "m", "method": method, "backend": backend, "in_len": 12,
+    rec = {"schema": "prunebench-bench-cell/2", "model": "m", "method": method, "backend": backend, "in_len": 12,
            "out_len": 16, "batch": batch, "params": params, "num_layers": 4, "latency_s": latency,
            "latency_p10_s": latency, "latency_p90_s": latency,
            "throughput_tok_s": batch * 16 / latency if latency else None, "status": status,
@@ -211,3 +211,79 @@ def test_backend_info_column(tmp_path):
     info = dict(zip(df["method"], df["backend_info"]))
     assert json.loads(info["dense"]) == {"compiled": True, "inductor": {"coordinate_descent_tuning": True}}
     assert info["depth"] == ""
+
+
+def test_concurrent_writers_of_one_file_both_finish(tmp_path):
+    """Two writers of one path at once (cells on several GPUs noting the same precompile
+    record): neither removes the other's temporary file; the last rename wins."""
+    import threading
+
+    p, errors, written = tmp_path / "rec.json", [], threading.Event()
+
+    def slow_writer():
+        try:
+            with atomic_path(p) as tmp:
+                tmp.write_text('{"writer": "a"}')
+                written.set()
+                release.wait(10)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    release = threading.Event()
+    t = threading.Thread(target=slow_writer)
+    t.start()
+    assert written.wait(10)
+    write_json(p, {"writer": "b"})  # meanwhile: another writer of the same record
+    release.set()
+    t.join(10)
+    assert errors == [] and read_json(p) == {"writer": "a"}
+    assert [x.name for x in tmp_path.iterdir()] == ["rec.json"]
+
+
+def test_only_killed_writers_temporary_files_are_removed(tmp_path):
+    """A temporary file of a writer that exited (its pid in the name) goes at the next write,
+    as does one without a writer's pid that is a day old; a fresh one of another host (or an
+    older name) stays: its writer may still be writing."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from prunebench import io
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = int(gone.stdout)
+    tag = io._writer_tag()
+    files = {"dead": f".a.json.{dead}-{tag}.x1y2z3.tmp", "live": f".a.json.{os.getpid()}-{tag}.a1b2c3.tmp",
+             "other-host": f".a.json.{dead}-{'0' * 8 if tag != '0' * 8 else '1' * 8}.q1w2e3.tmp",
+             "fresh-unnamed": ".a.json.k9j8h7g6.tmp", "old-unnamed": ".a.json.m5n4b3v2.tmp",
+             "other-target": ".a.json.old.r4t5y6u7.tmp"}
+    for name in files.values():
+        (tmp_path / name).write_text("partial")
+    day_old = time.time() - io.STALE_AGE - 60
+    os.utime(tmp_path / files["old-unnamed"], (day_old, day_old))
+    write_json(tmp_path / "a.json", {"v": 1})
+    left = {k for k, name in files.items() if (tmp_path / name).exists()}
+    assert left == {"live", "other-host", "fresh-unnamed", "other-target"}
+
+
+def test_manifest_of_another_format_version_refused(tiny_model, tmp_path):
+    save_model(tiny_model, tmp_path, model_name="t", method="dense", weights="safetensors")
+    man = json.loads((tmp_path / "prunebench.json").read_text())
+    (tmp_path / "prunebench.json").write_text(json.dumps({**man, "version": 2}))
+    with pytest.raises(ArtifactError, match=r"prunebench\.json: model folder format version 2, this prunebench "
+                                            r"reads version 1"):
+        read_manifest(tmp_path)
+    (tmp_path / "prunebench.json").write_text(json.dumps({k: v for k, v in man.items() if k != "version"}))
+    with pytest.raises(ArtifactError, match="version None"):
+        load_model(tmp_path)
+
+
+def test_manifest_names_checked_where_asked(tiny_model, tmp_path):
+    save_model(tiny_model, tmp_path, model_name="t", method="dense", weights="safetensors")
+    assert read_manifest(tmp_path, model="t", method="dense")["model"] == "t"
+    with pytest.raises(ArtifactError, match=r"prunebench\.json: method is 'dense' but the name asked for is 'depth'"):
+        read_manifest(tmp_path, model="t", method="depth")
+    with pytest.raises(ArtifactError, match="model is 't' but the name asked for is 'other'"):
+        read_manifest(tmp_path, model="other")

@@ -27,6 +27,16 @@ def _run(model_dir, out, **kw):
     return benchmark.run(str(model_dir), str(out), **args)
 
 
+def test_the_aggregate_stage_reads_the_cells_the_benchmark_writes(model_dir, tmp_path):
+    """One cell format: the schema the aggregate stage checks (kept torch-free) is the one written."""
+    from prunebench import aggregate, records
+
+    assert aggregate.CELL_SCHEMA == benchmark.SCHEMA == records.CELL_SCHEMA
+    out = tmp_path / "bench" / "tiny" / "dense" / "hf-eager" / "in5_out6_bs3.json"
+    _run(model_dir, out)
+    assert aggregate.read_cells([str(out)])[0]["schema"] == benchmark.SCHEMA
+
+
 def test_summary_splits_prefill_and_decode():
     lat, ttft = [2.0, 1.0, 4.0, 2.2, 1.8, 2.1], [0.5, 0.2, 1.0, 0.6, 0.4, 0.5]
     s = benchmark.summarise(lat, ttft, batch=8, out_len=128)

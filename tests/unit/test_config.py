@@ -144,3 +144,40 @@ def test_experiment_name_is_a_safe_folder_name(name):
         cfg["experiment"] = name
     with pytest.raises(pbconfig.ConfigError, match=r"config key experiment: "):
         pbconfig.validate(cfg, check_cuda=False)
+
+
+def test_token_lengths_beyond_the_models_context_refused():
+    """LLaMA-7B's context is 2048 tokens (max_position_embeddings): windows and benchmark
+    sequences longer than that are refused naming the key; 2048 itself is accepted."""
+    cfg = paper()
+    cfg["perplexity"]["seq_len"] = 4096
+    cfg["calibration"]["seq_len"] = 2049
+    cfg["benchmark"]["input_lengths"] = [12, 1600]  # + 512 generated: 2112
+    with pytest.raises(pbconfig.ConfigError) as exc:
+        pbconfig.validate(cfg, check_cuda=False)
+    msg = str(exc.value)
+    beyond = "beyond models.llama-7b's context (max_position_embeddings 2048)"
+    assert f"config key perplexity.seq_len: 4096 tokens, {beyond}" in msg
+    assert f"config key calibration.seq_len: 2049 tokens, {beyond}" in msg
+    assert ("config key benchmark.input_lengths: a 1600-token prompt and 512 generated tokens "
+            f"(benchmark.output_lengths) make 2112 tokens, {beyond}") in msg
+    ok = paper()
+    ok["perplexity"]["seq_len"] = ok["calibration"]["seq_len"] = 2048
+    ok["benchmark"]["input_lengths"] = [1536]
+    pbconfig.validate(ok, check_cuda=False)
+
+
+def test_context_of_a_model_not_benchmarked_or_with_random_weights():
+    """Only benchmarked models bound the benchmark's lengths, and a model with random weights
+    (no perplexity computed) does not bound the perplexity windows."""
+    cfg = paper()
+    cfg["models"]["llama-7b"]["architecture"]["max_position_embeddings"] = 256
+    cfg["benchmark"]["models"] = ["vicuna-13b"]
+    cfg["models"]["llama-7b"]["weights"] = "random"
+    cfg["perplexity"]["seq_len"] = 512
+    pbconfig.validate(cfg, check_cuda=False)
+    cfg = paper()
+    cfg["models"]["llama-7b"]["architecture"]["max_position_embeddings"] = 256
+    with pytest.raises(pbconfig.ConfigError, match=r"benchmark\.input_lengths: a 82-token prompt and 512 generated "
+                                                   r"tokens .* beyond models\.llama-7b's context"):
+        pbconfig.validate(cfg, check_cuda=False)

@@ -220,3 +220,65 @@ def test_sleb_reads_a_step_depth_ppl_scored(tiny_model, calib, tmp_path, monkeyp
     first = res.report["steps"][0]
     assert first["candidates"] == first["verified"]  # every value float32, from the cache
     assert len(res.report["steps"]) >= 2 and screened.count(torch.bfloat16) == len(res.report["steps"]) - 1
+
+
+def test_screen_or_like_with_another_criterion_says_so():
+    """``screen`` with Taylor+ (or ``like`` without ``random``) is refused saying why, not
+    "None was expected"; a misspelt criterion is one error, not one more for ``screen``."""
+    from prunebench.config import settings_problems
+    from prunebench.methods.depth import SETTINGS
+
+    assert settings_problems(SETTINGS, {"criterion": "taylor", "screen": "bfloat16"}) == [
+        ("screen", "applies only with criterion 'ppl'; leave it out for this criterion (got 'bfloat16')")]
+    assert settings_problems(SETTINGS, {"criterion": "ppl", "like": "taylor"}) == [
+        ("like", "applies only with criterion 'random'; leave it out for this criterion (got 'taylor')")]
+    got = settings_problems(SETTINGS, {"criterion": "pplx", "screen": "bfloat16", "like": "ppl"})
+    assert [k for k, _ in got] == ["criterion"] and "'pplx' is not one of" in got[0][1]
+
+
+def test_cached_saliency_of_other_parameters_is_computed_again(calib, tmp_path, monkeypatch, caplog):
+    """Saliency sums read from the score cache must be the model's block parameters', every
+    one of them and of their shapes: a file missing a parameter's total (which would lower
+    its block's score) or the loss is computed again, not read."""
+    import copy
+
+    from conftest import tiny_arch, tiny_model_of
+    from safetensors.torch import load_file, save_file
+
+    from prunebench import score_cache
+    from prunebench.methods import saliency
+
+    model = tiny_model_of(tiny_arch())
+    monkeypatch.setenv(score_cache.ENV, str(tmp_path))
+    want = saliency.saliency(copy.deepcopy(model), calib, 2)
+    (f,) = tmp_path.glob("*-saliency.safetensors")
+    t = load_file(str(f))
+    name = "model.layers.3.mlp.down_proj.weight"
+    with pytest.raises(ValueError, match=rf"missing \['{name}.total'\]"):
+        saliency.Saliency.from_tensors({k: v for k, v in t.items() if k != f"{name}.total"},
+                                       saliency.block_parameters(model))
+    with pytest.raises(ValueError, match=r"missing \['loss'\]"):
+        saliency.Saliency.from_tensors({k: v for k, v in t.items() if k != "loss"})
+    with pytest.raises(ValueError, match=rf"wrong shapes \['{name}.rows \(3,\) \(expected \(64,\)\)'\]"):
+        saliency.Saliency.from_tensors({**t, f"{name}.rows": torch.zeros(3, dtype=torch.float64)},
+                                       saliency.block_parameters(model))
+    for broken in ({k: v for k, v in t.items() if k not in (f"{name}.total", "loss")},
+                   {**t, "model.layers.9.mlp.up_proj.weight.total": torch.tensor(1.0, dtype=torch.float64)}):
+        save_file(broken, str(f))
+        got = saliency.saliency(copy.deepcopy(model), calib, 2)
+        assert got.total == want.total and got.loss == want.loss
+        assert set(load_file(str(f))) == set(t)  # rewritten whole
+
+
+def test_score_cache_keys_carry_the_code_version(calib, monkeypatch):
+    """Bumping the score cache's version (or a tensor set's) gives other keys: values of
+    older code are not read."""
+    from conftest import tiny_arch, tiny_model_of
+
+    from prunebench import score_cache
+
+    model = tiny_model_of(tiny_arch())
+    key = score_cache.fingerprint(model, calib, 2)
+    assert score_cache.fingerprint(model, calib, 2, tag="saliency/1") != key
+    monkeypatch.setattr(score_cache, "VERSION", score_cache.VERSION + 1)
+    assert score_cache.fingerprint(model, calib, 2) != key

@@ -4,6 +4,7 @@ config checks."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 
@@ -13,7 +14,7 @@ import torch
 
 from prunebench import config as pbconfig
 from prunebench.data import calibration_starts, eval_windows
-from prunebench.frontier import pareto_front, shape_key, table
+from prunebench.frontier import COLUMNS, draw, pareto_front, read_table, run, shape_key, table, unstable
 from prunebench.perplexity import nll_summary, t_quantile
 
 
@@ -150,7 +151,7 @@ def test_variants_and_cells():
 
 
 def _errors(cfg):
-    cfg = pbconfig.validate.__globals__["_copy"](cfg)
+    cfg = copy.deepcopy(cfg)
     bad = pbconfig.schema_problems(cfg)
     return [f"config key {pbconfig._path(p)}: {m}" for p, m in bad] + pbconfig.semantic_errors(cfg, [p for p, _ in bad])
 
@@ -206,6 +207,79 @@ def test_frontier_table_shares_speed_by_shape():
     # front: dense (1.0, 10), w (1.1, 12), b (1.5, 15); a is beaten by b
     assert df["on_front"].to_dict() == {"dense": True, "a": False, "b": True, "w": True, "u": False}
     assert shape_key(reports[1]) == shape_key(reports[2]) != shape_key(reports[0])
+
+
+def _frontier_inputs(speed):
+    """A dense model and two pruned ones; ``speed``: method -> (speed-up, stable, verdict, ci)."""
+    variants = {"m": {"dense": {"method": "dense", "budget": ""}, "a": {"method": "a", "budget": "r0.25"},
+                      "b": {"method": "b", "budget": "r0.25"}}}
+    reports = [{"model": "m", "method": "dense", "algorithm": "dense", "num_layers": 4, "structure": None},
+               {"model": "m", "method": "a", "algorithm": "depth", "num_layers": 3, "structure": None},
+               {"model": "m", "method": "b", "algorithm": "depth", "num_layers": 2, "structure": None}]
+    q = pd.DataFrame([{"model": "m", "family": "M", "method": m, "budget": t, "params": 1, "params_ratio": 1.0,
+                       "corpus": "c", "ppl": p, "weights": "random", "held_out": False, "note": ""}
+                      for m, t, p in [("dense", "", 10.0), ("a", "r0.25", 12.0), ("b", "r0.25", 20.0)]])
+    cell = {"backend": "hf-eager", "in_len": 4, "out_len": 5, "batch": 2}
+    sp = pd.DataFrame([{"model": "m", "method": m, "budget": "r0.25", **cell, "speedup": s, "speedup_ci_low": ci,
+                        "speedup_ci_high": ci and s * 1.1, "stable": st, "verdict": v}
+                       for m, (s, st, v, ci) in speed.items()])
+    return q, sp, reports, cell, variants
+
+
+def test_frontier_carries_stable_and_verdict():
+    q, sp, reports, cell, variants = _frontier_inputs({"a": (1.3, False, "unclear", None),
+                                                       "b": (1.6, True, "faster", 1.5)})
+    df = table(q, sp, reports, cell, variants).set_index("method")
+    assert list(table(q, sp, reports, cell, variants).columns) == COLUMNS
+    assert df.loc["a", "stable"] is False and df.loc["a", "verdict"] == "unclear"
+    assert df.loc["b", "stable"] is True and df.loc["b", "verdict"] == "faster"
+    assert df.loc["dense", "stable"] is None and df.loc["dense", "verdict"] == ""
+    # a is on the front (by its point estimate) though its cells are unstable: kept, and marked
+    assert df["on_front"].to_dict() == {"dense": True, "a": True, "b": True}
+    assert unstable(df).to_dict() == {"dense": False, "a": True, "b": False}
+
+
+def test_frontier_figure_marks_points_from_unstable_cells_hollow():
+    q, sp, reports, cell, variants = _frontier_inputs({"a": (1.3, False, "unclear", None),
+                                                       "b": (1.6, True, "faster", 1.5)})
+    df = table(q, sp, reports, cell, variants)
+    ax = draw(df, "t").axes[0]
+    hollow = [l for l in ax.get_lines() if l.get_markerfacecolor() == "white" and len(l.get_xdata())]
+    assert [list(l.get_xdata()) for l in hollow] == [[1.3]]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("hollow: speed-up from unstable cells") for t in labels)
+    stable = draw(table(q, sp.assign(stable=True), reports, cell, variants), "t").axes[0]
+    assert not [l for l in stable.get_lines() if l.get_markerfacecolor() == "white"]
+    assert not any("hollow" in t.get_text() for t in stable.get_legend().get_texts())
+
+
+def test_frontier_reads_identifiers_as_written(tmp_path):
+    """A model named NA, methods named null and 7: names, not missing values or numbers."""
+    variants = {"NA": {"dense": {"method": "dense", "budget": ""}, "null@r0.25": {"method": "null", "budget": "r0.25"},
+                       "7@r0.25": {"method": "7", "budget": "r0.25"}}}
+    reports = []
+    for name, alg, layers in (("dense", "dense", 4), ("null@r0.25", "depth", 3), ("7@r0.25", "depth", 2)):
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps({"model": "NA", "method": name, "algorithm": alg, "num_layers": layers,
+                                 "structure": None, "params_after": 1}))
+        reports.append(str(p))
+    pd.DataFrame([{"model": "NA", "family": "NA", "method": m, "budget": t, "params": 1, "params_ratio": 1.0,
+                   "corpus": "null", "ppl": p, "ppl_ci_low": None, "ppl_ci_high": None, "weights": "random",
+                   "held_out": False}
+                  for m, t, p in [("dense", "", 10.0), ("null", "r0.25", 12.0), ("7", "r0.25", 14.0)]]
+                 ).to_csv(tmp_path / "quality.csv", index=False)
+    cell = {"backend": "hf-eager", "in_len": 4, "out_len": 5, "batch": 2}
+    pd.DataFrame([{"model": "NA", "family": "NA", "method": m, "budget": "r0.25", **cell, "speedup": s,
+                   "speedup_ci_low": None, "speedup_ci_high": None, "verdict": "unclear", "stable": False}
+                  for m, s in [("null", 1.3), ("7", 1.7)]]).to_csv(tmp_path / "speedups.csv", index=False)
+    out = tmp_path / "frontier.csv"
+    run(str(tmp_path / "quality.csv"), str(tmp_path / "speedups.csv"), reports, cell, str(out),
+        str(tmp_path / "f.png"), str(tmp_path / "f.pdf"), variants)
+    got = read_table(str(out)).set_index("method")
+    assert set(got["model"]) == {"NA"} and set(got["corpus"]) == {"null"}
+    assert got.loc["null", "speedup"] == 1.3 and got.loc["7", "speedup"] == 1.7 and got.loc["dense", "speedup"] == 1.0
+    assert got.loc["7", "timed_as"] == "7 @ r0.25" and got.loc["dense", "verdict"] == ""
+    assert pd.isna(got.loc["null", "speedup_ci_low"])  # an empty number is still missing
 
 
 # --------------------------------------------------------------------------- the workflow

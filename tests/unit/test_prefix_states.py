@@ -35,7 +35,7 @@ def _data(tmp_path):
     for i, name in enumerate(["a", "b"]):
         ids = torch.randint(0, 300, (7, 24), generator=torch.Generator().manual_seed(10 + i))
         paths[name] = str(tmp_path / f"eval-{name}.safetensors")
-        save_tokens(paths[name], ids, {"corpus": name})
+        save_tokens(paths[name], ids, {"model": "t", "corpus": name})
     return paths
 
 

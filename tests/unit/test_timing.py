@@ -103,6 +103,16 @@ def test_time_cap_stops_before_min_runs():
     assert not rule.is_stable(rep.latencies)
 
 
+def test_time_cap_counts_only_the_runs_kept_timed():
+    # 9.0 and 3.0 are taken as warm-up after they ran timed: their 2 s do not count against the
+    # 3.5 s cap, which then allows 4 timed runs as without warm-up (test_time_cap_stops_before_min_runs)
+    rule = timing.StoppingRule(min_runs=6, max_runs=20, max_seconds=3.5, warmup_runs=0, max_warmup_runs=2)
+    rep = _drive(rule, [9.0, 3.0] + [1.0] * 50, seconds_per_run=1.0)
+    assert rep.warmups == [9.0, 3.0]
+    assert rep.stop_reason == "max_seconds"
+    assert rep.latencies == [1.0] * 4
+
+
 def test_warmup_lasts_until_the_latency_settles():
     # a slow first timed run (allocator growth, lazy init) is taken as warm-up, not timed
     rule = timing.StoppingRule(min_runs=6, warmup_runs=1, max_warmup_runs=3, settle_rel=0.05)
@@ -151,6 +161,16 @@ def test_ratio_ci_noise_free_is_the_point_and_seeded():
     assert (r, lo, hi) == (2.0, 2.0, 2.0)
     a, b = [1.0, 1.2, 0.9, 1.1, 1.05, 0.97], [1.0, 1.3, 0.8, 1.1, 1.2, 0.9]
     assert timing.ratio_ci(a, b, seed=5) == timing.ratio_ci(a, b, seed=5)
+
+
+def test_ratio_ci_has_no_interval_without_a_median_interval_on_both_sides():
+    # 2 runs a side: a bootstrap would say (1.204, 1.042, 1.368); no 95 % interval of either median exists
+    r, lo, hi = timing.ratio_ci([1.0, 1.30], [0.95, 0.96])
+    assert r == pytest.approx(1.15 / 0.955) and lo is None and hi is None
+    assert timing.verdict(lo, hi) == "unclear"
+    assert timing.ratio_ci([2.0] * 6, [1.0] * 5)[1:] == (None, None)
+    assert timing.ratio_ci([2.0] * 5, [1.0] * 6)[1:] == (None, None)
+    assert [n for n in range(1, 12) if timing.has_median_ci(n)] == list(range(6, 12))
 
 
 def test_verdict_needs_the_whole_interval_on_one_side():

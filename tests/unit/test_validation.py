@@ -354,8 +354,8 @@ def test_depth_report_within_tolerance(base):
 # --------------------------------------------------------------------------- cells
 
 def _cell(root: Path, **over) -> Path:
-    rec = {"model": "tiny", "method": "dense", "backend": "hf-eager", "in_len": 4, "out_len": 5, "batch": 2,
-           "status": "ok", "dtype": "float32", "attn_implementation": "sdpa",
+    rec = {"schema": "prunebench-bench-cell/2", "model": "tiny", "method": "dense", "backend": "hf-eager",
+           "in_len": 4, "out_len": 5, "batch": 2, "status": "ok", "dtype": "float32", "attn_implementation": "sdpa",
            "timing": {"min_runs": 2, "max_runs": 2, "warmup_new_tokens": None}, "latencies_s": [1.0, 1.0]}
     rec.update(over)
     p = root / "bench/tiny/dense/hf-eager/in4_out5_bs2.json"

@@ -14,10 +14,17 @@ where both ran, and each one's best throughput over the batches it ran against d
 ``intervals.csv`` (the pipeline's ``speedups.csv``: every cell against dense with a bootstrap
 95 % interval and a verdict, faster/slower only where the interval excludes 1) and
 ``summary.txt`` (the statistics the reproduction document quotes: per backend and method, at
-how many points the method is faster than dense, min/median/max and the median per batch
-size; the spread of the timed runs; the verdicts under the intervals).  ``--compare OTHER`` adds how the ratios
-agree with another folder's ``ratios.csv`` (another device) on the points both measured.
+how many points the ratio is above 1 and at how many the method is faster -- or slower --
+than dense by the interval's verdict (the interval excludes 1; cells of fewer than 6 timed
+runs have no interval, so no verdict), min/median/max and the median per batch size; the
+spread of the timed runs; the verdicts under the intervals).  ``--compare OTHER`` adds how
+the ratios agree with another folder's ``ratios.csv`` (another device) on the points both
+measured: on the same side of 1, and, by the verdicts of both folders' ``intervals.csv``,
+where both say the same and where one says faster and the other slower.
 The pipeline never writes into docs/, so these files are not overwritten by a rerun.
+
+Cells of this version's format and of the earlier one (``prunebench-bench-cell/1``: fixed
+repetitions, the archived grids) are read.
 
     prunebench reproduction-report results/paper-random docs/reproduction/h100 --compare docs/reproduction/h200
 
@@ -90,6 +97,8 @@ def backend_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 KEYS = ["model", "backend", "in_len", "out_len", "batch"]
+#: cell formats the report reads: this version's and the archived grids' (fixed repetitions)
+SCHEMAS = (aggregate.CELL_SCHEMA, "prunebench-bench-cell/1")
 
 
 def method_ratios(df: pd.DataFrame) -> pd.DataFrame:
@@ -118,15 +127,33 @@ def run_spreads(cells: list[Path], backend: str = "hf-eager") -> list[tuple[floa
     return sorted(out)
 
 
-def summary(ratios: pd.DataFrame, spreads: list[tuple[float, str]], other: pd.DataFrame | None = None) -> str:
-    """The statistics the reproduction document quotes, as text."""
+def _with_verdicts(ratios: pd.DataFrame, intervals: pd.DataFrame | None) -> pd.DataFrame:
+    """``ratios`` with the verdict of each point's interval (``verdict``; none where the
+    point has no row in ``intervals``) and whether it has an interval (``has_ci``)."""
+    if intervals is None or intervals.empty or "verdict" not in intervals:
+        return ratios.assign(verdict=None, has_ci=False)
+    v = intervals[[*KEYS, "method", "verdict", "speedup_ci_low"]]
+    out = ratios.merge(v, on=[*KEYS, "method"], how="left")
+    return out.assign(has_ci=out["speedup_ci_low"].notna()).drop(columns="speedup_ci_low")
+
+
+def summary(ratios: pd.DataFrame, spreads: list[tuple[float, str]], other: pd.DataFrame | None = None,
+            intervals: pd.DataFrame | None = None) -> str:
+    """The statistics the reproduction document quotes, as text.  ``intervals``: the
+    ``speedups.csv`` rows of the same cells (:func:`prunebench.aggregate.speedup_table`);
+    a method is counted faster (slower) than dense only where its interval is above (below) 1.
+    ``other``: another folder's ratios, with its verdicts where it has them."""
     lines = []
+    ratios = _with_verdicts(ratios, intervals)
     for backend, g in ratios.groupby("backend"):
         lines.append(f"{backend}: speed-up against dense (dense latency / method latency) at the matched points")
         for method, m in g.groupby("method"):
             sp = m["speedup"]
             by_batch = ", ".join(f"{b}: {v:.2f}x" for b, v in m.groupby("batch")["speedup"].median().items())
-            lines.append(f"  {method}: {len(sp)} points, faster than dense at {(sp > 1).sum()}; "
+            lines.append(f"  {method}: {len(sp)} points, ratio above 1 at {(sp > 1).sum()}, "
+                         f"faster (interval above 1) at {(m['verdict'] == 'faster').sum()}, "
+                         f"slower (interval below 1) at {(m['verdict'] == 'slower').sum()}, "
+                         f"no interval at {(~m['has_ci']).sum()}; "
                          f"min {sp.min():.2f}x, median {sp.median():.2f}x, max {sp.max():.2f}x; "
                          f"median by batch: {by_batch}")
     if spreads:
@@ -135,23 +162,31 @@ def summary(ratios: pd.DataFrame, spreads: list[tuple[float, str]], other: pd.Da
                      f"{100 * statistics.median(v):.1f} %, maximum {100 * v[-1]:.1f} % ({spreads[-1][1]}), "
                      f"{sum(x > 0.15 for x in v)} above 15 %")
     if other is not None and not other.empty and not ratios.empty:
-        both = ratios.merge(other, on=[*KEYS, "method"], suffixes=("", "_other"))
+        if "verdict" not in other:
+            other = other.assign(verdict=None)
+        both = ratios.merge(other[[*KEYS, "method", "speedup", "verdict"]], on=[*KEYS, "method"],
+                            suffixes=("", "_other"))
         lines.append("against the other folder's ratios, at the points both measured:")
         for method, m in both.groupby("method"):
             same = ((m["speedup"] > 1) == (m["speedup_other"] > 1)).sum()
             diff = (m["speedup"] / m["speedup_other"] - 1).abs().median()
-            lines.append(f"  {method}: {len(m)} points, same side of 1x at {same}; "
-                         f"median |relative difference| {100 * diff:.1f} %")
+            decided = m[m["verdict"].isin(["faster", "slower"]) & m["verdict_other"].isin(["faster", "slower"])]
+            agree = (decided["verdict"] == decided["verdict_other"]).sum()
+            lines.append(f"  {method}: {len(m)} points, ratio on the same side of 1x at {same}; "
+                         f"both verdicts faster or both slower at {agree}, one faster and one slower at "
+                         f"{len(decided) - agree}; median |relative difference| {100 * diff:.1f} %")
     return "\n".join(lines) + "\n"
 
 
 def verdicts(intervals: pd.DataFrame) -> str:
     """Per backend and method: how many cells are faster / slower / unclear under the intervals."""
-    lines = ["", "verdicts under the 95 % bootstrap intervals (faster/slower: the interval excludes 1):"]
+    lines = ["", "verdicts under the 95 % bootstrap intervals (faster/slower: the interval excludes 1; "
+                 "no interval: a cell of fewer than 6 timed runs, counted unclear):"]
     for (backend, method), g in intervals.groupby(["backend", "method"], sort=True):
         n = g["verdict"].value_counts()
         lines.append(f"  {backend:9s} {method:11s} faster {n.get('faster', 0):3d}  slower {n.get('slower', 0):3d}  "
-                     f"unclear {n.get('unclear', 0):3d}  of {len(g):3d}; both cells stable at {int(g['stable'].sum())}")
+                     f"unclear {n.get('unclear', 0):3d} (no interval {int(g['speedup_ci_low'].isna().sum()):3d})  "
+                     f"of {len(g):3d}; both cells stable at {int(g['stable'].sum())}")
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +197,8 @@ def build(results: str, out: str, families: dict[str, str], compare: str | None 
         dst = out / src.relative_to(results)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-    df = aggregate.bench_table(aggregate.read_cells([str(c) for c in cells]), families)
+    records = aggregate.read_cells([str(c) for c in cells], schemas=SCHEMAS)
+    df = aggregate.bench_table(records, families)
     write_csv(out / "benchmark.csv", df)
     write_csv(out / "speedups.csv", speedups(df[df["backend"] == "hf-eager"]).round(4))
     write_csv(out / "backends.csv", backend_table(df).round(4))
@@ -177,14 +213,27 @@ def build(results: str, out: str, families: dict[str, str], compare: str | None 
         figure.save(fig, out / (stem + ".png"), out / (stem + ".pdf"))
     ratios = method_ratios(df)
     write_csv(out / "ratios.csv", ratios.round(4))
-    intervals = aggregate.speedup_table(aggregate.read_cells([str(c) for c in cells]), families)
+    intervals = aggregate.speedup_table(records, families)
     write_csv(out / "intervals.csv", intervals.round(4))
-    other = pd.read_csv(Path(compare) / "ratios.csv") if compare else None
-    text = summary(ratios, run_spreads(cells), other) + verdicts(intervals)
+    other = read_other(compare) if compare else None
+    text = summary(ratios, run_spreads(cells), other, intervals) + verdicts(intervals)
     with atomic_path(out / "summary.txt", suffix=".txt") as tmp:
         Path(tmp).write_text(text)
     print(text, end="")
     print(f"{len(cells)} cells -> {out}")
+
+
+def read_other(folder: str) -> pd.DataFrame:
+    """Another report folder's ``ratios.csv``, with the verdicts of its ``intervals.csv``
+    where it has one (``verdict``: empty where it has none)."""
+    ids = {"model": str, "backend": str, "method": str}
+    ratios = pd.read_csv(Path(folder) / "ratios.csv", dtype=ids, keep_default_na=False,
+                         na_values={c: [""] for c in ("dense_latency_s", "latency_s", "speedup")})
+    path = Path(folder) / "intervals.csv"
+    if not path.exists():
+        return ratios.assign(verdict=None)
+    iv = pd.read_csv(path, dtype={**ids, "verdict": str}, keep_default_na=False)
+    return ratios.merge(iv[[*KEYS, "method", "verdict"]], on=[*KEYS, "method"], how="left")
 
 
 def families_of(results: str, experiment: str | None) -> dict[str, str]:

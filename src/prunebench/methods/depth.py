@@ -96,10 +96,12 @@ SETTINGS = {
          "else": {"properties": {"keep_first": {"default": 0}, "keep_last": {"default": 0}}}},
         # only a random control draws "like" another criterion (refused up front, at its key)
         {"if": {"not": {"properties": {"criterion": {"const": "random"}}}},
-         "then": {"properties": {"like": {"const": None}}}},
+         "then": {"properties": {"like": {"const": None, "message": "applies only with criterion 'random'; "
+                                                                    "leave it out for this criterion"}}}},
         # only the PPL criterion screens
         {"if": {"not": {"properties": {"criterion": {"const": "ppl"}}}},
-         "then": {"properties": {"screen": {"const": None}}}},
+         "then": {"properties": {"screen": {"const": None, "message": "applies only with criterion 'ppl'; "
+                                                                      "leave it out for this criterion"}}}},
     ],
 }
 

@@ -13,14 +13,23 @@ With the score cache (``PRUNEBENCH_SCORE_CACHE``, :mod:`prunebench.score_cache`)
 are saved and read back by the next job of the same model, calibration windows and batch
 size -- the other budget of the method, or the other method: a demo that prunes Taylor+
 and LLM-Pruner to two budgets each computes the gradient once instead of four times.
-File: ``<score cache>/<key>-saliency.safetensors``, float64 tensors ``<param>.total``
-(``[]``), ``<param>.rows`` and ``<param>.cols`` (2-D weights) and ``loss`` (``[]``).
+File: ``<score cache>/<key>-saliency.safetensors`` (the key includes :data:`VERSION`),
+float64 tensors ``<param>.total`` (``[]``), ``<param>.rows`` and ``<param>.cols`` (2-D
+weights) and ``loss`` (``[]``).  What is read is checked against the model's block
+parameters (every name, every shape: :meth:`Saliency.from_tensors`); sums that do not fit
+are computed again.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
+
+#: what :func:`compute` stores: bumped where it changes, so that sums of older code are not read
+VERSION = 1
 
 
 @dataclass
@@ -46,7 +55,26 @@ class Saliency:
         return out
 
     @classmethod
-    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "Saliency":
+    def from_tensors(cls, t: dict[str, torch.Tensor], params=None) -> "Saliency":
+        """The sums of :meth:`tensors`; ``params`` (``[(name, parameter)]``, e.g.
+        :func:`block_parameters`): they must be these parameters' sums, every one of them and
+        no other, of their shapes.  ``ValueError`` saying what does not fit."""
+        want = {"loss": ()}
+        for name, p in params or ():
+            want[f"{name}.total"] = ()
+            if p.ndim == 2:
+                want.update({f"{name}.rows": (p.shape[0],), f"{name}.cols": (p.shape[1],)})
+        if params is None:
+            want.update({k: tuple(v.shape) for k, v in t.items() if k != "loss"})
+        missing = [k for k in want if k not in t]
+        unexpected = [k for k in t if k not in want]
+        shapes = [f"{k} {tuple(t[k].shape)} (expected {want[k]})" for k in want
+                  if k in t and tuple(t[k].shape) != want[k]]
+        if missing or unexpected or shapes:
+            raise ValueError("saliency sums do not fit the model's block parameters: "
+                             + "; ".join(f"{what} {items[:5]}{' ...' if len(items) > 5 else ''}"
+                                         for what, items in (("missing", missing), ("unexpected", unexpected),
+                                                             ("wrong shapes", shapes)) if items))
         part = {kind: {k[:-len(kind) - 1]: v for k, v in t.items() if k.endswith("." + kind)}
                 for kind in ("total", "rows", "cols")}
         return cls(total={k: float(v) for k, v in part["total"].items()}, rows=part["rows"], cols=part["cols"],
@@ -107,10 +135,13 @@ def saliency(model, calibration: torch.Tensor, batch_size: int) -> Saliency:
     """:func:`compute`, read from the score cache where a job computed it before."""
     from .. import score_cache
 
-    store = score_cache.open_tensors(model, calibration, batch_size, "saliency")
+    store = score_cache.open_tensors(model, calibration, batch_size, "saliency", VERSION)
     cached = store.load()
     if cached is not None:
-        return Saliency.from_tensors(cached)
+        try:
+            return Saliency.from_tensors(cached, block_parameters(model))
+        except ValueError as exc:  # not this model's: computed again, the file replaced
+            log.warning("%s: %s; computing them again", store.path, exc)
     result = compute(model, calibration, batch_size)
     store.save(result.tensors())
     return result

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_dtype
-from ..io import ArtifactError, atomic_path, read_json, write_json
+from ..io import ArtifactError, atomic_path, check_record, read_json, write_json
 from .build import build_random, materialise_buffers, strip_quantization
 from .structure import apply_structure, count_params, is_uniform, layer_structure
 
@@ -109,11 +109,18 @@ def save_reference(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, m
     return manifest
 
 
-def read_manifest(model_dir: str | os.PathLike) -> dict:
-    """The manifest of a model folder, checked to be one (:class:`ArtifactError` if not)."""
-    man = read_json(Path(model_dir) / MANIFEST, required=("format", "weights", "params"))
+def read_manifest(model_dir: str | os.PathLike, *, model: str | None = None, method: str | None = None) -> dict:
+    """The manifest of a model folder, checked to be one of this :data:`VERSION`, and where
+    given to be ``model``'s / ``method``'s (:class:`ArtifactError` naming the file if not)."""
+    path = Path(model_dir) / MANIFEST
+    man = read_json(path, required=("format", "weights", "params"))
     if man.get("format") != FORMAT:
-        raise ArtifactError(f"{Path(model_dir) / MANIFEST}: not a prunebench model manifest")
+        raise ArtifactError(f"{path}: not a prunebench model manifest")
+    if man.get("version") != VERSION:
+        raise ArtifactError(f"{path}: model folder format version {man.get('version')!r}, this prunebench reads "
+                            f"version {VERSION} -- delete the folder and rerun")
+    check_record(path, man, {k: ("the name asked for", v) for k, v in (("model", model), ("method", method))
+                             if v is not None})
     return man
 
 
