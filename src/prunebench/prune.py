@@ -26,8 +26,10 @@ import time
 import torch
 
 from . import data as data_mod
+from . import score_cache
 from .io import write_json
 from .config import ConfigError
+from .variants import split_variant
 from .methods import Budget, arch_info, budget_problem, get_method, result_problem
 from .devices import resolve_device
 from .models import count_params, load_model, read_manifest, save_model, save_reference, weights_kind
@@ -55,25 +57,28 @@ def run(base_dir: str, calibration_path: str | None, out_dir: str, report_path: 
         man = save_reference(base_dir, out_dir, model_name=model_name, method=method_name)
         report = {"params_before": man["params"], "params_after": man["params"]}
     else:
-        dev = resolve_device(device if method.wants_gpu else "cpu")
-        torch.manual_seed(seed)
-        model = load_model(base_dir, dtype=dtype, device=dev)
-        calib, calib_meta = None, None
-        if method.needs_calibration:
-            if not calibration_path:
-                raise ConfigError(f"config key methods.{method_name}.method: {algo!r} needs calibration data "
-                                  "and none was given (calibration_path)")
-            calib, calib_meta = data_mod.load_tokens(calibration_path, model=model_name)
-        key = f"models.{model_name}.budget"
-        budget = Budget.from_config(budget_cfg, count_params(model), key=key)
-        info = arch_info(model)
-        _refuse(key, method_name, lambda: budget_problem(algo, info, settings, budget.target_params))
-        result = method.prune(model, calib, budget, settings)
-        report = result.report
-        model = result.model
-        # a result outside the method's tolerance is an error, not a mislabelled model
-        _refuse(key, method_name, lambda: result_problem(algo, info, settings,
-                                                         budget.target_params, count_params(model)))
+        # the budgets of one method one after the other: the later reads the scores the earlier
+        # computed from the score cache (no lock without one)
+        with score_cache.one_at_a_time(f"{model_name}--{split_variant(method_name)[0]}"):
+            dev = resolve_device(device if method.wants_gpu else "cpu")
+            torch.manual_seed(seed)
+            model = load_model(base_dir, dtype=dtype, device=dev)
+            calib, calib_meta = None, None
+            if method.needs_calibration:
+                if not calibration_path:
+                    raise ConfigError(f"config key methods.{method_name}.method: {algo!r} needs calibration data "
+                                      "and none was given (calibration_path)")
+                calib, calib_meta = data_mod.load_tokens(calibration_path, model=model_name)
+            key = f"models.{model_name}.budget"
+            budget = Budget.from_config(budget_cfg, count_params(model), key=key)
+            info = arch_info(model)
+            _refuse(key, method_name, lambda: budget_problem(algo, info, settings, budget.target_params))
+            result = method.prune(model, calib, budget, settings)
+            report = result.report
+            model = result.model
+            # a result outside the method's tolerance is an error, not a mislabelled model
+            _refuse(key, method_name, lambda: result_problem(algo, info, settings,
+                                                             budget.target_params, count_params(model)))
         save_kind = "random" if weights == "random" else "safetensors"
         man = save_model(model, out_dir, model_name=model_name, method=method_name,
                          weights=save_kind, seed=seed)

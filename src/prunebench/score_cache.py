@@ -4,9 +4,10 @@ The PPL criterion and SLEB score "the calibration NLL of the model without the b
 for many sets S; the values depend only on the dense model, the calibration tokens, the
 batch size, the device type and the dtype, not on the budget.  A budget sweep prunes the
 same method to several budgets: with the directory in ``PRUNEBENCH_SCORE_CACHE`` (the
-prune rule sets it), the values one job computed are read by the next (the prune rule
-runs the budgets of one method one after the other, so SLEB's later budget continues
-from the earlier one's steps, and the PPL criterion scores once), and a method scoring
+prune rule sets it), the values one job computed are read by the next (the prune jobs of
+one method's budgets hold one lock while they prune, :func:`one_at_a_time`, so they run one
+after the other: SLEB's later budget continues from the earlier one's steps, and the PPL
+criterion scores once), and a method scoring
 the same sets (SLEB's first step is the PPL criterion's) finds them too.
 
 One JSON file per key (a hash of :data:`VERSION`, the calibration tokens, the batch size,
@@ -26,10 +27,12 @@ files unread (they can be deleted).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -131,6 +134,24 @@ class TensorStore:
 def _root() -> Path | None:
     root = os.environ.get(ENV)
     return Path(root) if root else None
+
+
+@contextlib.contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """Hold the exclusive lock ``<dir>/<name>.lock`` while the block runs, so that the jobs of
+    one name (the prune jobs of one method's budgets) score one after the other and the later
+    reads what the earlier computed, whatever order and however many at once the scheduler
+    starts them.  Without the variable: no lock."""
+    root = _root()
+    if root is None:
+        yield
+        return
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def open_tensors(model, calibration: torch.Tensor, batch_size: int, name: str, version: int = 1) -> TensorStore:

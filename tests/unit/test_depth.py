@@ -282,3 +282,34 @@ def test_score_cache_keys_carry_the_code_version(calib, monkeypatch):
     assert score_cache.fingerprint(model, calib, 2, tag="saliency/1") != key
     monkeypatch.setattr(score_cache, "VERSION", score_cache.VERSION + 1)
     assert score_cache.fingerprint(model, calib, 2) != key
+
+
+def test_prune_jobs_of_one_method_hold_one_lock_in_turn(tmp_path, monkeypatch):
+    """The prune jobs of one method's budgets, started at once, prune one after the other (the
+    later then reads the earlier's scores from the cache); another method's do not wait."""
+    import threading
+    import time
+
+    from prunebench import score_cache
+
+    monkeypatch.setenv(score_cache.ENV, str(tmp_path))
+    order, entered = [], threading.Event()
+
+    def job(tag, name, hold_s):
+        with score_cache.one_at_a_time(name):
+            order.append(f"{tag} in")
+            entered.set()
+            time.sleep(hold_s)
+            order.append(f"{tag} out")
+
+    first = threading.Thread(target=job, args=("a", "tiny--sleb", 0.5))
+    first.start()
+    entered.wait()
+    others = [threading.Thread(target=job, args=("b", "tiny--sleb", 0)),
+              threading.Thread(target=job, args=("c", "tiny--flap", 0))]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert order.index("b in") > order.index("a out")   # same method: after the first
+    assert order.index("c out") < order.index("a out")  # another method: alongside
