@@ -17,7 +17,8 @@ at least as fast with at most its perplexity and better in one of the two
 (or too few runs for an interval) stays in the table and on the front, marked in the
 figure.  ``note`` says where a method chose its layer widths from the weights
 (``widths_from_weights`` in its report) and the weights are random: that shape is not the
-method's shape on a trained model.
+method's shape on a trained model; and where its perplexity diverged (``ppl_status``
+``diverged``: no perplexity, so the point stays in the table and is not drawn).
 
 One panel per (model, corpus): perplexity on a log axis against speed-up, one marker per
 method, each point labelled with its budget, 95 % intervals as bars, the front drawn as a
@@ -44,6 +45,8 @@ COLUMNS = ["model", "family", "method", "budget", "params", "params_ratio", "cor
 ID_COLUMNS = ("model", "family", "method", "budget", "corpus", "backend", "weights", "ppl_status", "verdict",
               "timed_as", "note")
 RANDOM_WIDTHS = "widths chosen from random weights: not the method's shape on a trained model"
+#: the note of a point whose perplexity diverged (no perplexity: kept in the table, not drawn)
+DIVERGED = "perplexity diverged (a window's NLL not finite, or the perplexity overflowing)"
 
 
 def pareto_front(speed: list[float], ppl: list[float]) -> list[bool]:
@@ -113,7 +116,9 @@ def table(quality: pd.DataFrame, speedups: pd.DataFrame, reports: list[dict], ce
         else:
             row.update(speedup=None, speedup_ci_low=None, speedup_ci_high=None, stable=None, verdict="",
                        timed_as="")
-        row["note"] = RANDOM_WIDTHS if rep.get("widths_from_weights") and q.weights == "random" else ""
+        row["note"] = "; ".join(filter(None, [
+            RANDOM_WIDTHS if rep.get("widths_from_weights") and q.weights == "random" else "",
+            DIVERGED if getattr(q, "ppl_status", None) == "diverged" else ""]))
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["on_front"] = False

@@ -336,3 +336,15 @@ def test_sweep_one_cell_rerun(sweep_run):
     proc = snakemake(wd, str(target.relative_to(wd)), "--cores", "1", "--force", config=cfg)
     assert job_counts(proc.stdout + proc.stderr) == {"benchmark": 1}
     assert [p for p in cells if p.stat().st_mtime_ns != before[p]] == [target]
+
+
+def test_a_diverged_perplexity_stays_in_the_frontier_table_with_a_note():
+    from prunebench.frontier import DIVERGED
+
+    q, sp, reports, cell, variants = _frontier_inputs({"a": (1.3, True, "faster", 1.2),
+                                                       "b": (1.6, True, "faster", 1.5)})
+    q["ppl_status"] = "ok"
+    q.loc[q["method"] == "b", ["ppl", "ppl_status"]] = [float("nan"), "diverged"]
+    df = table(q, sp, reports, cell, variants).set_index("method")
+    assert df.loc["b", "note"] == DIVERGED and df.loc["a", "note"] == ""
+    assert not df.loc["b", "on_front"] and df.loc["b", "speedup"] == 1.6
