@@ -21,6 +21,7 @@ with :func:`prunebench.records.read_prune_report`).  The base folder must be ``m
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -57,9 +58,15 @@ def run(base_dir: str, calibration_path: str | None, out_dir: str, report_path: 
         man = save_reference(base_dir, out_dir, model_name=model_name, method=method_name)
         report = {"params_before": man["params"], "params_after": man["params"]}
     else:
-        # the budgets of one method one after the other: the later reads the scores the earlier
-        # computed from the score cache (no lock without one)
-        with score_cache.one_at_a_time(f"{model_name}--{split_variant(method_name)[0]}"):
+        # the budgets of a method that scores on calibration data one after the other: the later
+        # reads the scores the earlier computed from the score cache (no lock without one);
+        # waiting is not pruning time
+        t_wait = time.perf_counter()
+        lock = (score_cache.one_at_a_time(f"{model_name}--{split_variant(method_name)[0]}")
+                if method.needs_calibration else contextlib.nullcontext())
+        with lock:
+            waited = time.perf_counter() - t_wait
+            t0 += waited
             dev = resolve_device(device if method.wants_gpu else "cpu")
             torch.manual_seed(seed)
             model = load_model(base_dir, dtype=dtype, device=dev)
@@ -89,6 +96,7 @@ def run(base_dir: str, calibration_path: str | None, out_dir: str, report_path: 
         if calib_meta is not None:
             report["calibration"] = calib_meta
         report["device"] = str(dev)
+        report["lock_wait_s"] = round(waited, 2)
     report = {"schema": PRUNE_REPORT_SCHEMA, "model": model_name, "method": method_name, "algorithm": algo,
               "settings": settings, "weights": weights, **report,
               "structure": man.get("structure"), "num_layers": man["num_layers"],

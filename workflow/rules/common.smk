@@ -84,11 +84,17 @@ def local_files(model, stage):
             found += [os.path.join(root, spec["gguf_file"])] if stage == "source" else []
             continue
         if key == "path" and spec["weights"] == "random":  # the architecture (data: the vocabulary)
-            found.append(os.path.join(root, "config.json"))
+            cfg = os.path.join(root, "config.json")
+            found += [cfg] if not spec.get("architecture") and os.path.isfile(cfg) else []
             continue
         files = sorted(str(p) for p in Path(root).iterdir() if p.is_file())
         found += files if stage == "source" else [f for f in files if not f.endswith(WEIGHT_FILES)]
-    return found
+    return [literal(f) for f in found]
+
+
+def literal(path):
+    """``path`` as an input Snakemake reads literally (braces are not wildcards)."""
+    return str(path).replace("{", "{{").replace("}", "}}")
 
 
 def method_spec(variant):

@@ -6,7 +6,7 @@ def _local_text(wc):
         return []
     from prunebench.corpus.files import resolve_files
 
-    return [str(p) for p in resolve_files(spec["paths"])]
+    return [literal(p) for p in resolve_files(spec["paths"])]
 
 
 rule corpus:

@@ -11,8 +11,8 @@ def declares(method, what):
 
 def _budget_order(wc):
     """Scheduling priority: the budgets of one method in order (the first highest); started at
-    once, they still prune one after the other (one lock per method,
-    prunebench.score_cache.one_at_a_time), so that the calibration scores the first computes
+    once, those of a method that scores on calibration data still prune one after the other
+    (one lock per method, prunebench.score_cache.one_at_a_time), so that the calibration scores the first computes
     are read from the score cache by the next.  A priority and a lock, not an input edge: Snakemake skips the params check of a job whose input is
     rewritten in the same run, so an ordering edge to the previous budget would let a changed
     setting of this job go unnoticed whenever that budget reruns."""
