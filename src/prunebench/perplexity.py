@@ -22,6 +22,8 @@ perplexity is finite.  The record is tagged ``schema``:
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 import time
 
@@ -45,21 +47,12 @@ def window_nlls(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = 
     given: the blocks before it are not run, block ``start`` gets these values instead
     (:mod:`prunebench.prefix_states`).  ``record``: a list that receives the input of every
     block on every window (``record[k]``: ``[n, L, hidden]``)."""
-    from .methods.blocks import Skip
+    from .methods.blocks import Feed, Skip
 
     device = next(model.parameters()).device
     layers = list(model.model.layers)
     seen: list[list[torch.Tensor]] = [[] for _ in layers]
-    given: list[torch.Tensor] = []
-
-    def replace(_mod, args, kwargs):
-        if args:
-            return (given[0], *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": given[0]}
-
     hooks = []
-    if start_input is not None:
-        hooks.append(layers[start].register_forward_pre_hook(replace, with_kwargs=True))
     if record is not None:
         hooks += [layer.register_forward_pre_hook(
             lambda _m, args, kwargs, k=k: seen[k].append(args[0] if args else kwargs["hidden_states"]),
@@ -69,9 +62,9 @@ def window_nlls(model, ids: torch.Tensor, batch_size: int = 8, progress: bool = 
         with Skip(model, range(start)):
             for s in tqdm(range(0, ids.shape[0], batch_size), desc=desc, disable=not progress, mininterval=2):
                 x = ids[s : s + batch_size].to(device)
-                if start_input is not None:
-                    given[:] = [start_input[s : s + batch_size].to(device)]
-                out.append(model_nll(model, x).double().mean(dim=1).cpu())
+                with (Feed(model, start_input[s : s + batch_size].to(device)) if start_input is not None
+                      else contextlib.nullcontext()):
+                    out.append(model_nll(model, x).double().mean(dim=1).cpu())
     finally:
         for h in hooks:
             h.remove()

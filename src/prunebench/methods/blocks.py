@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable, Protocol
 
 import torch
@@ -115,7 +116,8 @@ class Feed:
                 return (self.hidden, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": self.hidden}
 
-        self.handle = first.register_forward_pre_hook(replace, with_kwargs=True)
+        # first among the module's hooks: those registered before (recording inputs) see ``hidden``
+        self.handle = first.register_forward_pre_hook(replace, with_kwargs=True, prepend=True)
         return self
 
     def __exit__(self, *exc):
@@ -192,15 +194,12 @@ def _block_inputs(model, x: torch.Tensor, kept: list[int], first: torch.Tensor |
     seen: list[torch.Tensor] = []
 
     def record(_m, args, kwargs):
-        if first is not None and not seen:
-            seen.append(first)
-            return ((first, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": first})
         seen.append(args[0] if args else kwargs["hidden_states"])
-        return None
 
     hooks = [model.model.layers[j].register_forward_pre_hook(record, with_kwargs=True) for j in kept]
     try:
-        with Skip(model, [j for j in range(len(model.model.layers)) if j not in kept]):
+        with Skip(model, [j for j in range(len(model.model.layers)) if j not in kept]), \
+                (Feed(model, first) if first is not None else contextlib.nullcontext()):
             model.model(input_ids=x, use_cache=False)
     finally:
         for h in hooks:
