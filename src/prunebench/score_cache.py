@@ -85,13 +85,9 @@ class Store:
     def save(self) -> None:
         if self.path is None or not self.new:
             return
-        import fcntl
-
         from .io import write_json
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _exclusive(self.path.with_suffix(".lock")):
             merged = Store(self.path).values
             merged.update(self.new)
             write_json(self.path, merged)
@@ -118,15 +114,11 @@ class TensorStore:
     def save(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.path is None:
             return
-        import fcntl
-
         from safetensors.torch import save_file
 
         from .io import atomic_path
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _exclusive(self.path.with_suffix(".lock")):
             with atomic_path(self.path) as tmp:
                 save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
@@ -146,10 +138,17 @@ def one_at_a_time(name: str) -> Iterator[None]:
     if root is None:
         yield
         return
+    with _exclusive(root / f"{name}.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created with its folder) while the block runs."""
     import fcntl
 
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{name}.lock", "w") as lock:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -165,7 +164,7 @@ def open_tensors(model, calibration: torch.Tensor, batch_size: int, name: str, v
 
 
 def open_for(model, calibration: torch.Tensor, batch_size: int) -> Store:
-    root = os.environ.get(ENV)
-    if not root:
+    root = _root()
+    if root is None:
         return Store(None)
-    return Store(Path(root) / f"{fingerprint(model, calibration, batch_size)}.json")
+    return Store(root / f"{fingerprint(model, calibration, batch_size)}.json")
