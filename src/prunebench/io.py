@@ -9,6 +9,7 @@ rerun could mistake for a finished result.  Reads go through ``read_json`` /
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -59,7 +60,7 @@ def _remove_stale(path: Path) -> None:
     other (another host's, or named without a writer) once it is :data:`STALE_AGE` old."""
     prefix, tag = f".{path.name}.", _writer_tag()
     own = re.compile(r"(\d+)-([0-9a-f]{8})\.")
-    for stale in path.parent.glob(f"{_glob_escape(prefix)}*.tmp"):
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
         m = own.match(stale.name[len(prefix):])
         try:
             if m and m.group(2) == tag:
@@ -70,11 +71,6 @@ def _remove_stale(path: Path) -> None:
                 stale.unlink()
         except OSError:  # removed meanwhile, or not ours to remove
             pass
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by :meth:`pathlib.Path.glob`."""
-    return re.sub(r"([*?[])", r"[\1]", text)
 
 
 @contextlib.contextmanager
